@@ -1,0 +1,284 @@
+//! Command-line flags, compatible with the Go Azure provider's flag set.
+//!
+//! Go's `flag` package accepts `-flag`, `--flag`, `-flag=value` and, for booleans, a bare `-flag`.
+//! [`normalize_args`] rewrites single-dash long flags so clap sees the `--flag` form.
+
+use crate::cloud::CloudName;
+use clap::{ArgAction, Parser};
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+/// Parses a boolean the way Go's `strconv.ParseBool` does.
+pub fn parse_go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!(
+            "\"{other}\" is not a boolean (use true/false, 1/0, t/f)"
+        )),
+    }
+}
+
+/// Parses a Go duration such as `5s`, `500ms`, `1m30s` or `2h`.
+pub fn parse_go_duration(value: &str) -> Result<Duration, String> {
+    let invalid = || format!("\"{value}\" is not a duration (examples: 5s, 500ms, 1m30s)");
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(number * scale).map_err(|_| invalid())?;
+    }
+    Ok(total)
+}
+
+fn go_bool_arg(value: &str) -> Result<bool, String> {
+    parse_go_bool(value)
+}
+
+fn duration_arg(value: &str) -> Result<Duration, String> {
+    parse_go_duration(value)
+}
+
+fn cloud_arg(value: &str) -> Result<CloudName, String> {
+    CloudName::parse(value).map_err(|e| e.to_string())
+}
+
+/// All flags of the provider.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "akv-csi-provider",
+    about = "Azure Key Vault provider for the Kubernetes Secrets Store CSI Driver",
+    disable_version_flag = true
+)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Config {
+    /// Listen address: unix:///path/azure.sock (the driver looks for <providers dir>/azure.sock).
+    #[arg(long, default_value = "unix:///tmp/azure.sock")]
+    pub endpoint: String,
+
+    /// Order certificates from PKCS#12 as leaf, intermediates, root.
+    #[arg(long, default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool_arg, action = ArgAction::Set)]
+    pub construct_pem_chain: bool,
+
+    /// For certificate-backed secrets also write <alias>.crt and <alias>.key.
+    #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool_arg, action = ArgAction::Set)]
+    pub write_cert_and_key_in_separate_files: bool,
+
+    /// Cloud used when a SecretProviderClass names none (AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud).
+    #[arg(long, default_value = "AzurePublicCloud", value_parser = cloud_arg)]
+    pub cloud_name: CloudName,
+
+    /// Port of the HTTP health probe.
+    #[arg(long, default_value_t = 8989)]
+    pub healthz_port: u16,
+
+    /// Path of the HTTP health probe.
+    #[arg(long, default_value = "/healthz")]
+    pub healthz_path: String,
+
+    /// Time the health probe allows the gRPC health check (Go duration, e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    pub healthz_timeout: Duration,
+
+    /// Port of the Prometheus /metrics endpoint.
+    #[arg(long, default_value_t = 8898)]
+    pub prometheus_port: u16,
+
+    /// Metrics backend; only Prometheus is supported.
+    #[arg(long, default_value = "Prometheus")]
+    pub metrics_backend: String,
+
+    /// Write logs as JSON, one object per line.
+    #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool_arg, action = ArgAction::Set)]
+    pub log_format_json: bool,
+
+    /// Log verbosity, klog style: 0 essentials, 2 per-mount summary, 5 per-object detail.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+
+    /// Text appended to the User-Agent of every request to Azure.
+    #[arg(long, default_value = "")]
+    pub custom_user_agent: String,
+
+    /// Print the version as JSON and exit.
+    #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool_arg, action = ArgAction::Set)]
+    pub version: bool,
+
+    /// Accepted for compatibility; profiling endpoints are not served.
+    #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool_arg, action = ArgAction::Set)]
+    pub enable_pprof: bool,
+
+    /// Accepted for compatibility with --enable-pprof; unused.
+    #[arg(long, default_value_t = 6060)]
+    pub pprof_port: u16,
+
+    /// AKS identity-binding token proxy URL (identity binding is not supported yet).
+    #[arg(long, default_value = "")]
+    pub token_proxy_url: String,
+
+    /// TLS server name for the identity-binding token proxy (identity binding is not supported yet).
+    #[arg(long, default_value = "")]
+    pub sni_name: String,
+
+    /// PEM file of extra CA certificates trusted for Key Vault and the identity endpoints (private or Azure Stack CAs).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+
+    /// Resolve a host name to a fixed address, like curl's --resolve: HOST=IP, HOST may start with "*." (repeatable; for private endpoints and tests).
+    #[arg(long = "resolve", value_name = "HOST=IP")]
+    pub resolve: Vec<String>,
+
+    /// VM managed identity (IMDS) token endpoint.
+    #[arg(long, default_value = "http://169.254.169.254/metadata/identity/oauth2/token")]
+    pub imds_endpoint: String,
+
+    /// Pod identity (NMI) endpoint; the provider calls <endpoint>/host/token/.
+    #[arg(long, default_value = "http://127.0.0.1:2579")]
+    pub pod_identity_endpoint: String,
+
+    /// Objects of one Mount fetched at the same time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_concurrent_fetches: u16,
+
+    /// Time allowed for one Mount when the driver sets no deadline (Go duration).
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    pub mount_timeout: Duration,
+}
+
+/// Rewrites Go-style single-dash long flags (`-endpoint=x`) to `--endpoint=x`.
+///
+/// `-v`, `-v=N` and `-vN` stay as they are (clap's short form); `-h` too.
+pub fn normalize_args<I>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut out = Vec::new();
+    let mut value_expected = false;
+    for (index, arg) in args.into_iter().enumerate() {
+        if index == 0 || value_expected {
+            value_expected = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            out.push(arg);
+            continue;
+        }
+        if let Some(rest) = text.strip_prefix('-')
+            && !rest.starts_with('-')
+        {
+            let name = rest.split('=').next().unwrap_or_default();
+            if name.len() > 1 && !(name.starts_with('v') && name[1..].chars().all(|c| c.is_ascii_digit())) {
+                out.push(OsString::from(format!("-{text}")));
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
+impl Config {
+    /// Parses flags from an iterator of arguments (the first is the program name).
+    pub fn parse_args<I>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = OsString>,
+    {
+        Self::try_parse_from(normalize_args(args))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec![OsString::from("akv-csi-provider")];
+        all.extend(args.iter().map(OsString::from));
+        match Config::parse_args(all) {
+            Ok(c) => c,
+            Err(e) => unreachable!("parse failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_go_provider() {
+        let c = parse(&[]);
+        assert_eq!(c.endpoint, "unix:///tmp/azure.sock");
+        assert!(c.construct_pem_chain);
+        assert!(!c.write_cert_and_key_in_separate_files);
+        assert_eq!(c.cloud_name, CloudName::Public);
+        assert_eq!(c.healthz_port, 8989);
+        assert_eq!(c.healthz_path, "/healthz");
+        assert_eq!(c.healthz_timeout, Duration::from_secs(5));
+        assert_eq!(c.prometheus_port, 8898);
+        assert_eq!(c.verbosity, 0);
+    }
+
+    #[test]
+    fn boolean_forms() {
+        assert!(!parse(&["--construct-pem-chain=false"]).construct_pem_chain);
+        assert!(!parse(&["-construct-pem-chain=0"]).construct_pem_chain);
+        assert!(parse(&["--log-format-json"]).log_format_json);
+        assert!(parse(&["-log-format-json=T"]).log_format_json);
+        assert!(parse(&["--write-cert-and-key-in-separate-files=true"]).write_cert_and_key_in_separate_files);
+    }
+
+    #[test]
+    fn single_dash_and_verbosity() {
+        let c = parse(&["-endpoint=unix:///provider/azure.sock", "-v=5", "-healthz-timeout=1m30s"]);
+        assert_eq!(c.endpoint, "unix:///provider/azure.sock");
+        assert_eq!(c.verbosity, 5);
+        assert_eq!(c.healthz_timeout, Duration::from_secs(90));
+        assert_eq!(parse(&["-v", "3"]).verbosity, 3);
+        assert_eq!(parse(&["--v=2"]).verbosity, 2);
+        assert_eq!(parse(&["--cloud-name=azurechinacloud"]).cloud_name, CloudName::China);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let args = ["akv-csi-provider", "--cloud-name=AzureGermanCloud"].map(OsString::from);
+        assert!(Config::parse_args(args).is_err());
+        let args = ["akv-csi-provider", "--construct-pem-chain=yes"].map(OsString::from);
+        assert!(Config::parse_args(args).is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("s").is_err());
+        assert!(parse_go_duration("5x").is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! akv-csi-provider: an Azure Key Vault provider for the Kubernetes Secrets Store CSI Driver.
+//!
+//! Data flows one way: a Mount request is parsed into a [`mount::MountPlan`] (with [`spc`]),
+//! an identity is turned into a credential ([`auth`]), objects are read from Key Vault
+//! ([`keyvault`]), converted into files ([`convert`]) and answered by [`grpc`].
+
+pub mod auth;
+pub mod cli;
+pub mod cloud;
+pub mod convert;
+pub mod grpc;
+pub mod keyvault;
+pub mod mount;
+pub mod sensitive;
+pub mod server;
+pub mod spc;
+pub mod telemetry;
+pub mod transport;
+
+/// Generated gRPC types of the driver's `v1alpha1` provider API.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1alpha1 {
+    tonic::include_proto!("v1alpha1");
+}
+
+/// The runtime name reported by `Version`.
+pub const RUNTIME_NAME: &str = "akv-csi-provider";
+/// The crate's semantic version, reported by `Version` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,338 @@
+//! SecretProviderClass parameters and objects, parsed and validated with the Go provider's rules.
+//!
+//! Values are trimmed, keys are case-sensitive, unknown keys are ignored. Every error names the
+//! parameter or object and says what is allowed; they map to gRPC `InvalidArgument`.
+
+pub mod file_name;
+mod objects;
+
+pub use objects::{KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType, parse_objects};
+
+use crate::cloud::CloudName;
+use std::collections::HashMap;
+
+/// Largest `objects` YAML accepted, in bytes.
+pub const MAX_OBJECTS_YAML_BYTES: usize = 1024 * 1024;
+/// Most objects accepted in one SecretProviderClass.
+pub const MAX_OBJECTS: usize = 1000;
+/// Largest `objectVersionHistory` accepted.
+pub const MAX_VERSION_HISTORY: u32 = 100;
+
+/// Errors in SecretProviderClass parameters or objects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpcError {
+    /// A required parameter is absent or empty.
+    #[error("parameter {name} is required: {hint}")]
+    Missing {
+        /// Parameter name.
+        name: &'static str,
+        /// What to set.
+        hint: &'static str,
+    },
+    /// A parameter has a value outside what is allowed.
+    #[error("parameter {name} {problem}")]
+    Invalid {
+        /// Parameter name.
+        name: &'static str,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+    /// The `objects` YAML cannot be read.
+    #[error("parameter objects {0}")]
+    ObjectsYaml(String),
+    /// One object has an invalid field.
+    #[error("object {object} (objects.array[{index}]): {problem}")]
+    Object {
+        /// Position in `objects.array`.
+        index: usize,
+        /// The object's name, quoted, or `<unnamed>`.
+        object: String,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+    /// Two objects would write the same file, or one's file is another's folder.
+    #[error("objects {first} and {second} both write \"{path}\": give one of them a different objectAlias")]
+    FileConflict {
+        /// Conflicting path.
+        path: String,
+        /// First object's name.
+        first: String,
+        /// Second object's name.
+        second: String,
+    },
+}
+
+impl SpcError {
+    /// Stable short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing { .. } => "missing_parameter",
+            Self::Invalid { .. } => "invalid_parameter",
+            Self::ObjectsYaml(_) => "invalid_objects",
+            Self::Object { .. } => "invalid_object",
+            Self::FileConflict { .. } => "file_conflict",
+        }
+    }
+}
+
+/// The identity-related parameters as written; [`crate::mount`] turns them into an identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityParameters {
+    /// `clientID`: workload identity (or identity binding) client id.
+    pub client_id: String,
+    /// `usePodIdentity`.
+    pub use_pod_identity: bool,
+    /// `useVMManagedIdentity`.
+    pub use_vm_managed_identity: bool,
+    /// `useAzureTokenProxy`.
+    pub use_azure_token_proxy: bool,
+    /// `userAssignedIdentityID` (empty = system-assigned).
+    pub user_assigned_identity_id: String,
+}
+
+/// The validated parameters of a SecretProviderClass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretProviderClass {
+    /// `keyvaultName`.
+    pub keyvault_name: String,
+    /// `tenantID` (or legacy `tenantId`).
+    pub tenant_id: String,
+    /// `cloudName`, if given.
+    pub cloud_name: Option<CloudName>,
+    /// `cloudEnvFileName`, if given.
+    pub cloud_env_file: Option<String>,
+    /// Identity parameters.
+    pub identity: IdentityParameters,
+    /// The objects to mount, in the SPC's order.
+    pub objects: Vec<KeyVaultObject>,
+}
+
+fn param<'a>(attrs: &'a HashMap<String, String>, key: &str) -> &'a str {
+    attrs.get(key).map_or("", |v| v.trim())
+}
+
+/// Parses a boolean parameter like Go's `strconv.ParseBool`; empty is false.
+fn bool_param(attrs: &HashMap<String, String>, key: &'static str) -> Result<bool, SpcError> {
+    let value = param(attrs, key);
+    if value.is_empty() {
+        return Ok(false);
+    }
+    crate::cli::parse_go_bool(value).map_err(|_| SpcError::Invalid {
+        name: key,
+        problem: format!("is \"{value}\", which is not a boolean (use true or false)"),
+    })
+}
+
+/// Checks the Key Vault name rule: 3-24 characters of `[-A-Za-z0-9]`.
+pub fn check_vault_name(name: &str) -> Result<(), SpcError> {
+    let ok = (3..=24).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpcError::Invalid {
+            name: "keyvaultName",
+            problem: format!(
+                "is \"{}\": a vault name has 3 to 24 characters of letters, digits and '-'",
+                name.escape_debug()
+            ),
+        })
+    }
+}
+
+impl SecretProviderClass {
+    /// Validates the SPC parameters found in a Mount's attributes.
+    pub fn from_attributes(attrs: &HashMap<String, String>) -> Result<Self, SpcError> {
+        let keyvault_name = param(attrs, "keyvaultName");
+        if keyvault_name.is_empty() {
+            return Err(SpcError::Missing {
+                name: "keyvaultName",
+                hint: "set it to the name of the Key Vault (not its URL)",
+            });
+        }
+        check_vault_name(keyvault_name)?;
+
+        let tenant_id = match param(attrs, "tenantID") {
+            "" => param(attrs, "tenantId"),
+            t => t,
+        };
+        if tenant_id.is_empty() {
+            return Err(SpcError::Missing {
+                name: "tenantID",
+                hint: "set it to the Entra ID tenant (directory) id of the vault",
+            });
+        }
+        if !tenant_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(SpcError::Invalid {
+                name: "tenantID",
+                problem: format!(
+                    "is \"{}\": a tenant is a GUID or a domain name (letters, digits, '-', '.')",
+                    tenant_id.escape_debug()
+                ),
+            });
+        }
+
+        let cloud_name = match param(attrs, "cloudName") {
+            "" => None,
+            name => Some(CloudName::parse(name).map_err(|_| SpcError::Invalid {
+                name: "cloudName",
+                problem: format!(
+                    "is \"{}\", not one of AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud (case-insensitive)",
+                    name.escape_debug()
+                ),
+            })?),
+        };
+        let cloud_env_file = Some(param(attrs, "cloudEnvFileName"))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+
+        let identity = IdentityParameters {
+            client_id: param(attrs, "clientID").to_owned(),
+            use_pod_identity: bool_param(attrs, "usePodIdentity")?,
+            use_vm_managed_identity: bool_param(attrs, "useVMManagedIdentity")?,
+            use_azure_token_proxy: bool_param(attrs, "useAzureTokenProxy")?,
+            user_assigned_identity_id: param(attrs, "userAssignedIdentityID").to_owned(),
+        };
+        let modes: Vec<&str> = [
+            ("usePodIdentity", identity.use_pod_identity),
+            ("useVMManagedIdentity", identity.use_vm_managed_identity),
+            ("useAzureTokenProxy", identity.use_azure_token_proxy),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
+        if modes.len() > 1 {
+            return Err(SpcError::Invalid {
+                name: "usePodIdentity/useVMManagedIdentity/useAzureTokenProxy",
+                problem: format!(
+                    "enable at most one identity mode, but {} are all true",
+                    modes.join(" and ")
+                ),
+            });
+        }
+
+        let objects_yaml = attrs.get("objects").map_or("", String::as_str);
+        let objects = parse_objects(objects_yaml)?;
+
+        Ok(Self {
+            keyvault_name: keyvault_name.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            cloud_name,
+            cloud_env_file,
+            identity,
+            objects,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    const OBJECTS: &str = "array:\n  - |\n    objectName: s1\n    objectType: secret\n";
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![("keyvaultName", "kv-one"), ("tenantID", "t1"), ("objects", OBJECTS)]
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        match SecretProviderClass::from_attributes(&attrs(pairs)) {
+            Ok(spc) => format!("unexpectedly valid: {spc:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_spc() {
+        let spc = SecretProviderClass::from_attributes(&attrs(&base()));
+        let spc = spc.ok();
+        assert_eq!(spc.as_ref().map(|s| s.keyvault_name.as_str()), Some("kv-one"));
+        assert_eq!(spc.as_ref().map(|s| s.objects.len()), Some(1));
+        assert_eq!(spc.as_ref().and_then(|s| s.cloud_name), None);
+    }
+
+    #[test]
+    fn trims_and_prefers_tenant_upper_id() {
+        let mut p = base();
+        p[0] = ("keyvaultName", "  kv-one \n");
+        p[1] = ("tenantID", " upper ");
+        p.push(("tenantId", "lower"));
+        p.push(("unknownKey", "ignored"));
+        let spc = SecretProviderClass::from_attributes(&attrs(&p)).ok();
+        assert_eq!(spc.as_ref().map(|s| s.keyvault_name.as_str()), Some("kv-one"));
+        assert_eq!(spc.as_ref().map(|s| s.tenant_id.as_str()), Some("upper"));
+        let legacy = [("keyvaultName", "kv-one"), ("tenantId", "lower"), ("objects", OBJECTS)];
+        let spc = SecretProviderClass::from_attributes(&attrs(&legacy)).ok();
+        assert_eq!(spc.map(|s| s.tenant_id), Some("lower".to_owned()));
+    }
+
+    #[test]
+    fn error_messages() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                vec![("tenantID", "t"), ("objects", OBJECTS)],
+                "parameter keyvaultName is required: set it to the name of the Key Vault (not its URL)",
+            ),
+            (
+                vec![("keyvaultName", "kv"), ("tenantID", "t"), ("objects", OBJECTS)],
+                "parameter keyvaultName is \"kv\": a vault name has 3 to 24 characters of letters, digits and '-'",
+            ),
+            (
+                vec![("keyvaultName", "kv_under"), ("tenantID", "t"), ("objects", OBJECTS)],
+                "parameter keyvaultName is \"kv_under\": a vault name has 3 to 24 characters of letters, digits and '-'",
+            ),
+            (
+                vec![("keyvaultName", "abcdefghijklmnopqrstuvwxy"), ("tenantID", "t"), ("objects", OBJECTS)],
+                "parameter keyvaultName is \"abcdefghijklmnopqrstuvwxy\": a vault name has 3 to 24 characters of letters, digits and '-'",
+            ),
+            (
+                vec![("keyvaultName", "kv1"), ("objects", OBJECTS)],
+                "parameter tenantID is required: set it to the Entra ID tenant (directory) id of the vault",
+            ),
+            (
+                vec![("keyvaultName", "kv1"), ("tenantID", "a/b"), ("objects", OBJECTS)],
+                "parameter tenantID is \"a/b\": a tenant is a GUID or a domain name (letters, digits, '-', '.')",
+            ),
+            (
+                vec![("keyvaultName", "kv1"), ("tenantID", "t"), ("cloudName", "AzureGermanCloud"), ("objects", OBJECTS)],
+                "parameter cloudName is \"AzureGermanCloud\", not one of AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud (case-insensitive)",
+            ),
+            (
+                vec![("keyvaultName", "kv1"), ("tenantID", "t"), ("usePodIdentity", "yes"), ("objects", OBJECTS)],
+                "parameter usePodIdentity is \"yes\", which is not a boolean (use true or false)",
+            ),
+            (
+                vec![
+                    ("keyvaultName", "kv1"),
+                    ("tenantID", "t"),
+                    ("usePodIdentity", "true"),
+                    ("useVMManagedIdentity", "1"),
+                    ("objects", OBJECTS),
+                ],
+                "parameter usePodIdentity/useVMManagedIdentity/useAzureTokenProxy enable at most one identity mode, but usePodIdentity and useVMManagedIdentity are all true",
+            ),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(err(&pairs), want);
+        }
+    }
+
+    #[test]
+    fn boolean_forms() {
+        for (value, want) in [("true", true), ("TRUE", true), ("1", true), ("t", true), ("false", false), ("0", false), ("F", false), ("", false)] {
+            let mut p = base();
+            p.push(("useVMManagedIdentity", value));
+            let spc = SecretProviderClass::from_attributes(&attrs(&p)).ok();
+            assert_eq!(spc.map(|s| s.identity.use_vm_managed_identity), Some(want), "{value}");
+        }
+    }
+}
