@@ -64,10 +64,6 @@ fn duration_arg(value: &str) -> Result<Duration, String> {
     parse_go_duration(value)
 }
 
-fn cloud_arg(value: &str) -> Result<CloudName, String> {
-    CloudName::parse(value).map_err(|e| e.to_string())
-}
-
 /// All flags of the provider.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -90,8 +86,8 @@ pub struct Config {
     pub write_cert_and_key_in_separate_files: bool,
 
     /// Cloud used when a SecretProviderClass names none (AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud).
-    #[arg(long, default_value = "AzurePublicCloud", value_parser = cloud_arg)]
-    pub cloud_name: CloudName,
+    #[arg(long, default_value = "AzurePublicCloud")]
+    pub cloud_name: String,
 
     /// Port of the HTTP health probe.
     #[arg(long, default_value_t = 8989)]
@@ -165,6 +161,10 @@ pub struct Config {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_fetches: u16,
 
+    /// On SIGTERM, time in-flight calls get to finish before the provider exits anyway (Go duration).
+    #[arg(long, default_value = "20s", value_parser = duration_arg)]
+    pub drain_timeout: Duration,
+
     /// Time allowed for one Mount when the driver sets no deadline (Go duration).
     #[arg(long, default_value = "60s", value_parser = duration_arg)]
     pub mount_timeout: Duration,
@@ -208,6 +208,11 @@ where
 }
 
 impl Config {
+    /// The default cloud; an unknown name is a start-up error (exit code 1, like the Go provider).
+    pub fn default_cloud(&self) -> Result<CloudName, crate::cloud::CloudError> {
+        CloudName::parse(&self.cloud_name)
+    }
+
     /// Parses flags from an iterator of arguments (the first is the program name).
     pub fn parse_args<I>(args: I) -> Result<Self, clap::Error>
     where
@@ -236,7 +241,7 @@ mod tests {
         assert_eq!(c.endpoint, "unix:///tmp/azure.sock");
         assert!(c.construct_pem_chain);
         assert!(!c.write_cert_and_key_in_separate_files);
-        assert_eq!(c.cloud_name, CloudName::Public);
+        assert_eq!(c.default_cloud().ok(), Some(CloudName::Public));
         assert_eq!(c.healthz_port, 8989);
         assert_eq!(c.healthz_path, "/healthz");
         assert_eq!(c.healthz_timeout, Duration::from_secs(5));
@@ -261,12 +266,13 @@ mod tests {
         assert_eq!(c.healthz_timeout, Duration::from_secs(90));
         assert_eq!(parse(&["-v", "3"]).verbosity, 3);
         assert_eq!(parse(&["--v=2"]).verbosity, 2);
-        assert_eq!(parse(&["--cloud-name=azurechinacloud"]).cloud_name, CloudName::China);
+        assert_eq!(parse(&["--cloud-name=azurechinacloud"]).default_cloud().ok(), Some(CloudName::China));
+        assert!(parse(&["--cloud-name=AzureGermanCloud"]).default_cloud().is_err());
     }
 
     #[test]
     fn bad_values_are_rejected() {
-        let args = ["akv-csi-provider", "--cloud-name=AzureGermanCloud"].map(OsString::from);
+        let args = ["akv-csi-provider", "--healthz-port=x"].map(OsString::from);
         assert!(Config::parse_args(args).is_err());
         let args = ["akv-csi-provider", "--construct-pem-chain=yes"].map(OsString::from);
         assert!(Config::parse_args(args).is_err());

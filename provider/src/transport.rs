@@ -1,1 +1,281 @@
-//! Placeholder.
+//! The one HTTP client shared by every credential and Key Vault client.
+//!
+//! It trusts the system roots plus an optional `--ca-file`, applies `--resolve` overrides, appends
+//! `--custom-user-agent` to the SDK's User-Agent and sends managed-identity requests to
+//! `--imds-endpoint`. TLS verification is never disabled.
+
+use async_trait::async_trait;
+use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport, Url};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+/// The IMDS token URL the Azure SDK uses for VM managed identity.
+pub const SDK_IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+/// Most bytes of a CA file read.
+const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Errors building the HTTP client; all are start-up configuration errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// `--ca-file` could not be read or holds no PEM certificate.
+    #[error("--ca-file {path}: {reason}")]
+    CaFile {
+        /// File path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A `--resolve` value is not `HOST=IP`.
+    #[error("--resolve \"{0}\" is not HOST=IP (HOST may start with \"*.\", IP is an IPv4 or IPv6 address)")]
+    Resolve(String),
+    /// `--imds-endpoint` is not a URL.
+    #[error("--imds-endpoint \"{0}\" is not an http(s) URL")]
+    ImdsEndpoint(String),
+    /// The TLS stack could not be set up.
+    #[error("building the HTTP client failed: {0}")]
+    Build(String),
+}
+
+impl TransportError {
+    /// Stable short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::CaFile { .. } => "ca_file",
+            Self::Resolve(_) => "resolve",
+            Self::ImdsEndpoint(_) => "imds_endpoint",
+            Self::Build(_) => "build",
+        }
+    }
+}
+
+/// Settings of the shared HTTP client.
+#[derive(Debug, Clone, Default)]
+pub struct TransportConfig {
+    /// Extra trusted CA certificates (PEM bundle).
+    pub ca_file: Option<PathBuf>,
+    /// `HOST=IP` overrides.
+    pub resolve: Vec<String>,
+    /// Appended to the User-Agent header.
+    pub user_agent_suffix: String,
+    /// Where VM managed-identity token requests go.
+    pub imds_endpoint: Option<String>,
+}
+
+/// A host pattern and the address it resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Override {
+    /// Exact host, or a suffix starting with '.' for `*.suffix`.
+    host: String,
+    wildcard: bool,
+    ip: IpAddr,
+}
+
+impl Override {
+    fn parse(text: &str) -> Result<Self, TransportError> {
+        let bad = || TransportError::Resolve(text.to_owned());
+        let (host, ip) = text.split_once('=').ok_or_else(bad)?;
+        let ip: IpAddr = ip.trim().parse().map_err(|_| bad())?;
+        let host = host.trim().to_ascii_lowercase();
+        let (host, wildcard) = match host.strip_prefix('*') {
+            Some(rest) if rest.starts_with('.') && rest.len() > 1 => (rest.to_owned(), true),
+            Some(_) => return Err(bad()),
+            None if !host.is_empty() => (host, false),
+            None => return Err(bad()),
+        };
+        Ok(Self { host, wildcard, ip })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        if self.wildcard {
+            name.ends_with(&self.host) && name.len() > self.host.len()
+        } else {
+            name == self.host
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Resolver {
+    overrides: Vec<Override>,
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        let fixed = self.overrides.iter().find(|o| o.matches(&host)).map(|o| o.ip);
+        Box::pin(async move {
+            if let Some(ip) = fixed {
+                let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(SocketAddr::new(ip, 0)));
+                return Ok(addrs);
+            }
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The shared HTTP client, used by the Azure SDK through [`HttpClient`].
+#[derive(Debug)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    user_agent_suffix: String,
+    imds_endpoint: Option<Url>,
+}
+
+impl HttpTransport {
+    /// Builds the client from flags.
+    pub fn new(config: &TransportConfig) -> Result<Arc<Self>, TransportError> {
+        let overrides = config
+            .resolve
+            .iter()
+            .map(|r| Override::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .dns_resolver(Arc::new(Resolver { overrides }));
+        if let Some(path) = &config.ca_file {
+            builder = builder.tls_certs_merge(read_ca_file(path)?);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| TransportError::Build(e.to_string()))?;
+        let imds_endpoint = match config.imds_endpoint.as_deref() {
+            None | Some(SDK_IMDS_ENDPOINT) => None,
+            Some(text) => Some(
+                Url::parse(text)
+                    .ok()
+                    .filter(|u| u.scheme() == "http" || u.scheme() == "https")
+                    .ok_or_else(|| TransportError::ImdsEndpoint(text.to_owned()))?,
+            ),
+        };
+        Ok(Arc::new(Self {
+            client,
+            user_agent_suffix: config.user_agent_suffix.trim().to_owned(),
+            imds_endpoint,
+        }))
+    }
+
+    /// The SDK transport option wrapping this client.
+    pub fn sdk_transport(self: &Arc<Self>) -> Transport {
+        Transport::new(self.clone())
+    }
+
+    /// The underlying reqwest client, for our own requests (pod identity).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The User-Agent suffix, for our own requests.
+    pub fn user_agent_suffix(&self) -> &str {
+        &self.user_agent_suffix
+    }
+
+    fn rewrite(&self, request: &Request) -> Option<Request> {
+        let imds = self
+            .imds_endpoint
+            .as_ref()
+            .filter(|_| request.url().as_str().starts_with(SDK_IMDS_ENDPOINT));
+        if imds.is_none() && self.user_agent_suffix.is_empty() {
+            return None;
+        }
+        let mut changed = request.clone();
+        if let Some(endpoint) = imds {
+            let mut url = endpoint.clone();
+            url.set_query(request.url().query());
+            *changed.url_mut() = url;
+        }
+        if !self.user_agent_suffix.is_empty() {
+            let agent = request
+                .headers()
+                .get_optional_str(&azure_core::http::headers::USER_AGENT)
+                .map_or_else(|| self.user_agent_suffix.clone(), |ua| format!("{ua} {}", self.user_agent_suffix));
+            changed.insert_header(azure_core::http::headers::USER_AGENT, agent);
+        }
+        Some(changed)
+    }
+}
+
+fn read_ca_file(path: &PathBuf) -> Result<Vec<reqwest::Certificate>, TransportError> {
+    let fail = |reason: String| TransportError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if meta.len() > MAX_CA_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+    }
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM CERTIFICATE block found".into()));
+    }
+    Ok(certs)
+}
+
+#[async_trait]
+impl HttpClient for HttpTransport {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        match self.rewrite(request) {
+            Some(changed) => self.client.execute_request(&changed).await,
+            None => self.client.execute_request(request).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::http::Method;
+
+    #[test]
+    fn resolve_overrides() {
+        let wild = Override::parse("*.vault.test=127.0.0.1").ok();
+        assert!(wild.as_ref().is_some_and(|o| o.matches("kv1.vault.test")));
+        assert!(wild.as_ref().is_some_and(|o| o.matches("KV1.Vault.Test")));
+        assert!(!wild.as_ref().is_some_and(|o| o.matches("vault.test")));
+        assert!(!wild.as_ref().is_some_and(|o| o.matches("kv1.evilvault.test")));
+        let exact = Override::parse("login.test=::1").ok();
+        assert!(exact.as_ref().is_some_and(|o| o.matches("login.test")));
+        assert!(!exact.as_ref().is_some_and(|o| o.matches("x.login.test")));
+        for bad in ["login.test", "=1.2.3.4", "x=notanip", "*=1.2.3.4", "*x.y=1.2.3.4"] {
+            assert!(Override::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rewrites_imds_and_user_agent() {
+        let config = TransportConfig {
+            user_agent_suffix: "team-x".into(),
+            imds_endpoint: Some("http://127.0.0.1:9/metadata/identity/oauth2/token".into()),
+            ..TransportConfig::default()
+        };
+        let transport = HttpTransport::new(&config).ok();
+        let Some(transport) = transport else {
+            unreachable!("transport builds");
+        };
+        let url = Url::parse(&format!("{SDK_IMDS_ENDPOINT}?api-version=2019-08-01&resource=x")).ok();
+        let Some(url) = url else { unreachable!() };
+        let mut request = Request::new(url, Method::Get);
+        request.insert_header(azure_core::http::headers::USER_AGENT, "azsdk-rust-identity/1.0.0");
+        let changed = transport.rewrite(&request);
+        assert_eq!(
+            changed.as_ref().map(|r| r.url().as_str().to_owned()),
+            Some("http://127.0.0.1:9/metadata/identity/oauth2/token?api-version=2019-08-01&resource=x".into())
+        );
+        assert_eq!(
+            changed
+                .as_ref()
+                .and_then(|r| r.headers().get_optional_str(&azure_core::http::headers::USER_AGENT).map(str::to_owned)),
+            Some("azsdk-rust-identity/1.0.0 team-x".into())
+        );
+    }
+}

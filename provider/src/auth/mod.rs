@@ -1,1 +1,247 @@
-//! Placeholder.
+//! Identities and the credentials that get Key Vault tokens for them.
+//!
+//! Workload identity, service principal and VM managed identity use the official `azure_identity`
+//! credentials; pod identity (deprecated AAD pod identity, NMI) is a small credential of our own.
+
+mod pod_identity;
+
+pub use pod_identity::PodIdentityCredential;
+
+use crate::{cloud::CloudEnvironment, sensitive::SecretString, transport::HttpTransport};
+use azure_core::{
+    cloud::{CloudConfiguration, CustomConfiguration},
+    credentials::TokenCredential,
+    http::{ClientMethodOptions, ClientOptions},
+};
+use azure_identity::{
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId,
+};
+use std::{fmt, sync::Arc};
+use url::Url;
+
+/// The audience of the service-account token used for workload identity.
+pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// The audience of the token used for AKS identity binding.
+pub const IDENTITY_BINDING_AUDIENCE: &str = "api://AKSIdentityBinding";
+
+/// Errors choosing or building a credential.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Workload identity is configured but the driver sent no token for its audience: the
+    /// CSIDriver object lacks `tokenRequests`.
+    #[error(
+        "clientID \"{client_id}\" selects workload identity, but the driver sent no service account token for audience {audience}: add {{\"audience\": \"{audience}\"}} to spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io (Helm: tokenRequests) and keep requiresRepublish: true"
+    )]
+    MissingToken {
+        /// Client id from the SPC.
+        client_id: String,
+        /// Audience that was expected.
+        audience: &'static str,
+    },
+    /// `csi.storage.k8s.io/serviceAccount.tokens` is not the JSON the driver sends.
+    #[error("attribute csi.storage.k8s.io/serviceAccount.tokens is not a JSON object of audience -> {{token, expirationTimestamp}}: {0}")]
+    BadTokens(String),
+    /// No identity parameter is set and the node-publish secret has no service principal.
+    #[error(
+        "no identity configured: set clientID for workload identity, useVMManagedIdentity, or usePodIdentity in the SecretProviderClass, or give the volume a nodePublishSecretRef whose secret has clientid and clientsecret ({0})"
+    )]
+    NoIdentity(&'static str),
+    /// Identity binding through the AKS token proxy is not implemented yet.
+    #[error("useAzureTokenProxy (AKS identity binding) is not supported by this provider yet; use workload identity (clientID) instead")]
+    IdentityBindingUnsupported,
+    /// The SDK refused the credential parameters (e.g. a malformed tenant id).
+    #[error("the {mode} credential could not be created: {reason}")]
+    Build {
+        /// Identity mode.
+        mode: &'static str,
+        /// What the SDK said.
+        reason: String,
+    },
+}
+
+impl AuthError {
+    /// Stable short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingToken { .. } => "missing_token_audience",
+            Self::BadTokens(_) => "bad_service_account_tokens",
+            Self::NoIdentity(_) => "no_identity",
+            Self::IdentityBindingUnsupported => "identity_binding_unsupported",
+            Self::Build { .. } => "credential_build",
+        }
+    }
+}
+
+/// Who the provider authenticates as for one Mount.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identity {
+    /// Workload identity: the pod's service-account token exchanged as a client assertion.
+    WorkloadIdentity {
+        /// Tenant of the app registration or managed identity.
+        tenant_id: String,
+        /// Client id of the app or user-assigned identity.
+        client_id: String,
+        /// The service-account token (audience `api://AzureADTokenExchange`).
+        token: SecretString,
+    },
+    /// Service principal with a client secret from the node-publish secret.
+    ServicePrincipal {
+        /// Tenant.
+        tenant_id: String,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: SecretString,
+    },
+    /// VM managed identity through IMDS.
+    ManagedIdentity {
+        /// Client id of a user-assigned identity; `None` for system-assigned.
+        user_assigned_client_id: Option<String>,
+    },
+    /// AAD pod identity through the node's NMI endpoint.
+    PodIdentity {
+        /// Pod namespace.
+        namespace: String,
+        /// Pod name.
+        pod_name: String,
+    },
+}
+
+impl Identity {
+    /// Stable name of the identity mode, for metrics and logs.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::WorkloadIdentity { .. } => "workload_identity",
+            Self::ServicePrincipal { .. } => "service_principal",
+            Self::ManagedIdentity { .. } => "managed_identity",
+            Self::PodIdentity { .. } => "pod_identity",
+        }
+    }
+}
+
+/// Describes the identity without any secret, for error messages and logs.
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WorkloadIdentity { client_id, tenant_id, .. } => {
+                write!(f, "workload identity (clientID {client_id}, tenant {tenant_id})")
+            }
+            Self::ServicePrincipal { client_id, tenant_id, .. } => {
+                write!(f, "service principal (clientid {client_id}, tenant {tenant_id})")
+            }
+            Self::ManagedIdentity { user_assigned_client_id: Some(id) } => {
+                write!(f, "user-assigned managed identity (client id {id})")
+            }
+            Self::ManagedIdentity { user_assigned_client_id: None } => {
+                f.write_str("system-assigned managed identity")
+            }
+            Self::PodIdentity { namespace, pod_name } => {
+                write!(f, "pod identity of pod {namespace}/{pod_name}")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({self})")
+    }
+}
+
+/// A fixed client assertion: the service-account token the driver handed us.
+#[derive(Clone)]
+struct ServiceAccountAssertion(SecretString);
+
+impl fmt::Debug for ServiceAccountAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceAccountAssertion(<redacted>)")
+    }
+}
+
+#[async_trait::async_trait]
+impl ClientAssertion for ServiceAccountAssertion {
+    async fn secret(&self, _options: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
+        Ok(self.0.expose().to_owned())
+    }
+}
+
+/// Builds credentials that share one HTTP transport.
+#[derive(Debug, Clone)]
+pub struct CredentialFactory {
+    transport: Arc<HttpTransport>,
+    pod_identity_endpoint: Url,
+}
+
+impl CredentialFactory {
+    /// A factory over the shared transport; `pod_identity_endpoint` is the NMI base URL.
+    pub fn new(transport: Arc<HttpTransport>, pod_identity_endpoint: Url) -> Self {
+        Self {
+            transport,
+            pod_identity_endpoint,
+        }
+    }
+
+    fn client_options(&self, cloud: &CloudEnvironment) -> ClientOptions {
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = cloud.authority_host.as_str().trim_end_matches('/').to_owned();
+        ClientOptions {
+            transport: Some(self.transport.sdk_transport()),
+            cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// A credential for `identity` in `cloud`.
+    pub fn credential(
+        &self,
+        identity: &Identity,
+        cloud: &CloudEnvironment,
+    ) -> Result<Arc<dyn TokenCredential>, AuthError> {
+        let mode = identity.mode();
+        let build = |e: azure_core::Error| AuthError::Build {
+            mode,
+            reason: e.to_string(),
+        };
+        let credential: Arc<dyn TokenCredential> = match identity {
+            Identity::WorkloadIdentity { tenant_id, client_id, token } => ClientAssertionCredential::new(
+                tenant_id.clone(),
+                client_id.clone(),
+                ServiceAccountAssertion(token.clone()),
+                Some(ClientAssertionCredentialOptions {
+                    client_options: self.client_options(cloud),
+                }),
+            )
+            .map_err(build)?,
+            Identity::ServicePrincipal { tenant_id, client_id, client_secret } => {
+                ClientSecretCredential::new(
+                    tenant_id,
+                    client_id.clone(),
+                    client_secret.expose().to_owned().into(),
+                    Some(ClientSecretCredentialOptions {
+                        client_options: self.client_options(cloud),
+                    }),
+                )
+                .map_err(build)?
+            }
+            Identity::ManagedIdentity { user_assigned_client_id } => {
+                ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                    user_assigned_id: user_assigned_client_id.clone().map(UserAssignedId::ClientId),
+                    client_options: self.client_options(cloud),
+                    ..ManagedIdentityCredentialOptions::default()
+                }))
+                .map_err(build)?
+            }
+            Identity::PodIdentity { namespace, pod_name } => Arc::new(PodIdentityCredential::new(
+                self.transport.clone(),
+                self.pod_identity_endpoint.clone(),
+                namespace.clone(),
+                pod_name.clone(),
+            )),
+        };
+        Ok(credential)
+    }
+}

@@ -1,1 +1,117 @@
-//! Placeholder.
+//! The `v1alpha1.CSIDriverProvider` service and the mapping of errors to gRPC status codes.
+
+mod status;
+
+pub use status::to_status;
+
+use crate::{
+    RUNTIME_NAME, VERSION,
+    cloud::CloudName,
+    mount::{self, MountError, MountOutput, Mounter},
+    v1alpha1::{
+        File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse,
+        csi_driver_provider_server::CsiDriverProvider,
+    },
+};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tonic::{Request, Response, Status};
+
+/// The API version this provider speaks.
+pub const API_VERSION: &str = "v1alpha1";
+
+/// Serves Mount and Version.
+pub struct ProviderService {
+    mounter: Arc<Mounter>,
+    default_cloud: CloudName,
+    mount_timeout: Duration,
+}
+
+impl ProviderService {
+    /// A service over a mounter; `mount_timeout` bounds a Mount when the driver sets no deadline.
+    pub fn new(mounter: Arc<Mounter>, default_cloud: CloudName, mount_timeout: Duration) -> Self {
+        Self {
+            mounter,
+            default_cloud,
+            mount_timeout,
+        }
+    }
+
+    async fn run(&self, request: &MountRequest) -> Result<(mount::MountPlan, MountOutput), (Option<mount::MountPlan>, MountError)> {
+        let plan = mount::plan(request, self.default_cloud).map_err(|e| (None, e))?;
+        match tokio::time::timeout(self.mount_timeout, self.mounter.mount(&plan)).await {
+            Ok(Ok(output)) => Ok((plan, output)),
+            Ok(Err(e)) => Err((Some(plan), e)),
+            Err(_) => Err((Some(plan), MountError::Timeout(self.mount_timeout))),
+        }
+    }
+}
+
+fn response(output: MountOutput) -> MountResponse {
+    MountResponse {
+        object_version: output
+            .versions
+            .into_iter()
+            .map(|(id, version)| ObjectVersion { id, version })
+            .collect(),
+        error: None,
+        files: output
+            .files
+            .into_iter()
+            .map(|f| File {
+                path: f.path,
+                // Modes are validated to at most 0o777.
+                mode: i32::try_from(f.mode).unwrap_or(0o644),
+                contents: f.contents.expose().to_vec(),
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl CsiDriverProvider for ProviderService {
+    async fn version(&self, _request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: API_VERSION.to_owned(),
+            runtime_name: RUNTIME_NAME.to_owned(),
+            runtime_version: VERSION.to_owned(),
+        }))
+    }
+
+    async fn mount(&self, request: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        match self.run(&request).await {
+            Ok((plan, output)) => {
+                tracing::debug!(
+                    pod = %format!("{}/{}", plan.pod.namespace, plan.pod.name),
+                    vault = %plan.spc.keyvault_name,
+                    identity = plan.identity.mode(),
+                    objects = plan.spc.objects.len(),
+                    files = output.files.len(),
+                    bytes = output.total_bytes(),
+                    duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    outcome = "ok",
+                    "mount"
+                );
+                Ok(Response::new(response(output)))
+            }
+            Err((plan, error)) => {
+                let status = to_status(&error);
+                tracing::warn!(
+                    pod = %plan.as_ref().map(|p| format!("{}/{}", p.pod.namespace, p.pod.name)).unwrap_or_default(),
+                    vault = %plan.as_ref().map(|p| p.spc.keyvault_name.as_str()).unwrap_or_default(),
+                    objects = plan.as_ref().map_or(0, |p| p.spc.objects.len()),
+                    duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    outcome = error.kind(),
+                    code = ?status.code(),
+                    error = %error,
+                    "mount failed"
+                );
+                Err(status)
+            }
+        }
+    }
+}

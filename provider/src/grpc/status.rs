@@ -1,0 +1,43 @@
+//! The one place where errors become gRPC status codes.
+//!
+//! The driver retries `Unavailable` at once (3 attempts); other codes fail the publish and kubelet
+//! retries later. So only transient trouble maps to `Unavailable`.
+
+use crate::{auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError, mount::MountError};
+use tonic::{Code, Status};
+
+fn code(error: &MountError) -> Code {
+    match error {
+        MountError::Request { .. } | MountError::MissingPodAttribute(_) | MountError::Spc(_) => Code::InvalidArgument,
+        MountError::Cloud(e) => match e {
+            CloudError::EnvFileUnreadable { .. } => Code::FailedPrecondition,
+            _ => Code::InvalidArgument,
+        },
+        MountError::Auth(e) => match e {
+            AuthError::MissingToken { .. } | AuthError::IdentityBindingUnsupported => Code::FailedPrecondition,
+            _ => Code::InvalidArgument,
+        },
+        MountError::Vault { source, .. } => match source {
+            KeyVaultError::NotFound { .. } => Code::NotFound,
+            KeyVaultError::Forbidden { .. } | KeyVaultError::Unauthorized { .. } | KeyVaultError::Authentication { .. } => {
+                Code::PermissionDenied
+            }
+            KeyVaultError::Disabled { .. } => Code::FailedPrecondition,
+            KeyVaultError::Throttled { .. } | KeyVaultError::Unavailable { .. } | KeyVaultError::AuthenticationUnavailable { .. } => {
+                Code::Unavailable
+            }
+            _ => Code::Internal,
+        },
+        MountError::Convert(e) => match e {
+            ConvertError::Unsupported { .. } => Code::Unimplemented,
+            _ => Code::InvalidArgument,
+        },
+        MountError::Timeout(_) => Code::Unavailable,
+        MountError::TooLarge { .. } => Code::ResourceExhausted,
+    }
+}
+
+/// The gRPC status for a failed Mount: a fitting code and the error's message.
+pub fn to_status(error: &MountError) -> Status {
+    Status::new(code(error), error.to_string())
+}

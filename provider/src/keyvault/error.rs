@@ -1,0 +1,218 @@
+//! Key Vault and token errors, classified from SDK errors into what an operator can act on.
+
+use azure_core::error::ErrorKind;
+use std::time::Duration;
+
+/// Longest piece of service text carried into an error message.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// Errors reading from Key Vault (including getting the token for it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyVaultError {
+    /// The object or the pinned version does not exist (wrong name, version, vault, or deleted).
+    #[error("{object} was not found in Key Vault {vault}: check objectName, objectVersion and keyvaultName")]
+    NotFound {
+        /// Vault name.
+        vault: String,
+        /// `secret/<name>[@version]`.
+        object: String,
+    },
+    /// The identity authenticated but may not perform the operation.
+    #[error("{object} in Key Vault {vault}: the identity lacks the secrets {permission} permission; grant the role \"Key Vault Secrets User\" or an access policy with {permission} on secrets ({detail})")]
+    Forbidden {
+        /// Vault name.
+        vault: String,
+        /// The object.
+        object: String,
+        /// `get` or `list`.
+        permission: &'static str,
+        /// Key Vault's own words.
+        detail: String,
+    },
+    /// The object exists but the requested version is disabled.
+    #[error("{object} in Key Vault {vault} is disabled: enable it, or pin an enabled objectVersion")]
+    Disabled {
+        /// Vault name.
+        vault: String,
+        /// The object.
+        object: String,
+    },
+    /// Key Vault rejected the token (wrong tenant, wrong audience, firewall on identity).
+    #[error("Key Vault {vault} rejected the access token ({detail}): check tenantID and that the identity belongs to the vault's tenant")]
+    Unauthorized {
+        /// Vault name.
+        vault: String,
+        /// Key Vault's own words.
+        detail: String,
+    },
+    /// The token service refused to issue a token (bad secret, no federated credential, unknown client).
+    #[error("getting a Key Vault token failed: {detail}")]
+    Authentication {
+        /// The token service's words (never a secret).
+        detail: String,
+    },
+    /// The token service could not be reached or failed on its side.
+    #[error("the token service is unavailable: {detail}; the driver will retry")]
+    AuthenticationUnavailable {
+        /// What failed.
+        detail: String,
+    },
+    /// Key Vault throttled the requests (HTTP 429) and retries ran out.
+    #[error("Key Vault {vault} throttled the requests (HTTP 429){}; the driver will retry", retry_after.map(|d| format!(", asking to wait {}s", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        /// Vault name.
+        vault: String,
+        /// What Key Vault asked to wait.
+        retry_after: Option<Duration>,
+    },
+    /// Key Vault could not be reached, timed out, or failed with 5xx after retries.
+    #[error("Key Vault {vault} is unavailable: {detail}; the driver will retry")]
+    Unavailable {
+        /// Vault name.
+        vault: String,
+        /// What failed.
+        detail: String,
+    },
+    /// Key Vault answered something we cannot use.
+    #[error("Key Vault {vault} sent an unexpected response for {object}: {detail}")]
+    BadResponse {
+        /// Vault name.
+        vault: String,
+        /// The object.
+        object: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl KeyVaultError {
+    /// Stable short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Disabled { .. } => "disabled",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Authentication { .. } => "authentication_failed",
+            Self::AuthenticationUnavailable { .. } => "token_service_unavailable",
+            Self::Throttled { .. } => "throttled",
+            Self::Unavailable { .. } => "unavailable",
+            Self::BadResponse { .. } => "bad_response",
+        }
+    }
+}
+
+/// Cuts service text to one line of bounded length.
+pub(crate) fn clip(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    let mut out: String = line.chars().take(MAX_DETAIL_CHARS).collect();
+    if line.chars().count() > MAX_DETAIL_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Key Vault's error body: `{"error": {"code", "message", "innererror": {"code"}}}`.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ErrorBody {
+    error: ErrorInner,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ErrorInner {
+    code: String,
+    message: String,
+    innererror: Option<Box<ErrorInner>>,
+}
+
+fn service_error(raw: Option<&azure_core::http::RawResponse>) -> (String, String) {
+    let Some(raw) = raw else {
+        return (String::new(), String::new());
+    };
+    let body: ErrorBody = serde_json::from_slice(raw.body().as_ref()).unwrap_or_default();
+    let inner = body.error.innererror.map(|i| i.code).unwrap_or_default();
+    (body.error.message, inner)
+}
+
+fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> {
+    let value = raw?.headers().get_optional_str(&azure_core::http::headers::RETRY_AFTER)?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The innermost `azure_core::Error` with an HTTP status, or connection trouble, in a chain.
+fn credential_cause(err: &azure_core::Error) -> (Option<u16>, bool) {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut status = None;
+    let mut connection = false;
+    while let Some(e) = current {
+        if let Some(az) = e.downcast_ref::<azure_core::Error>() {
+            match az.kind() {
+                ErrorKind::HttpResponse { status: s, .. } => status = Some(u16::from(*s)),
+                ErrorKind::Connection | ErrorKind::Io => connection = true,
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<reqwest::Error>().is_some() {
+            connection = true;
+        }
+        current = e.source();
+    }
+    (status, connection)
+}
+
+/// Turns an SDK error for `object` in `vault` during `permission` (`get`/`list`) into a [`KeyVaultError`].
+pub fn classify(err: &azure_core::Error, vault: &str, object: &str, permission: &'static str) -> KeyVaultError {
+    let vault = vault.to_owned();
+    let object = object.to_owned();
+    match err.kind() {
+        ErrorKind::HttpResponse { status, raw_response, .. } => {
+            let raw = raw_response.as_deref();
+            let (message, inner) = service_error(raw);
+            let detail = if message.is_empty() { format!("HTTP {}", u16::from(*status)) } else { clip(&message) };
+            match u16::from(*status) {
+                404 => KeyVaultError::NotFound { vault, object },
+                403 if inner.contains("Disabled") || message.contains("disabled") => {
+                    KeyVaultError::Disabled { vault, object }
+                }
+                403 => KeyVaultError::Forbidden { vault, object, permission, detail },
+                401 => KeyVaultError::Unauthorized { vault, detail },
+                429 => KeyVaultError::Throttled { vault, retry_after: retry_after(raw) },
+                408 | 500..=599 => KeyVaultError::Unavailable { vault, detail },
+                _ => KeyVaultError::BadResponse { vault, object, detail },
+            }
+        }
+        ErrorKind::Credential => {
+            let (status, connection) = credential_cause(err);
+            let detail = clip(&err.to_string());
+            match status {
+                Some(s) if s == 429 || s >= 500 => KeyVaultError::AuthenticationUnavailable { detail },
+                None if connection => KeyVaultError::AuthenticationUnavailable { detail },
+                _ => KeyVaultError::Authentication { detail },
+            }
+        }
+        ErrorKind::Connection | ErrorKind::Io => KeyVaultError::Unavailable { vault, detail: clip(&err.to_string()) },
+        _ => KeyVaultError::BadResponse { vault, object, detail: clip(&err.to_string()) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_one_bounded_line() {
+        assert_eq!(clip("\nfirst line\nsecond"), "first line");
+        assert_eq!(clip(&"x".repeat(400)).chars().count(), MAX_DETAIL_CHARS + 1);
+    }
+
+    #[test]
+    fn messages() {
+        let e = KeyVaultError::Throttled { vault: "kv1".into(), retry_after: Some(Duration::from_secs(7)) };
+        assert_eq!(e.to_string(), "Key Vault kv1 throttled the requests (HTTP 429), asking to wait 7s; the driver will retry");
+        let e = KeyVaultError::NotFound { vault: "kv1".into(), object: "secret/db".into() };
+        assert_eq!(e.to_string(), "secret/db was not found in Key Vault kv1: check objectName, objectVersion and keyvaultName");
+    }
+}

@@ -1,0 +1,190 @@
+//! Starts the real `akv-csi-provider` binary on a temporary socket and talks to it the way the
+//! Secrets Store CSI driver does (plain gRPC over the unix socket, authority `localhost`).
+
+use akv_csi_provider::v1alpha1::{MountRequest, csi_driver_provider_client::CsiDriverProviderClient};
+use hyper_util::rt::TokioIo;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+use tonic::transport::{Channel, Endpoint};
+
+/// A running provider process.
+pub struct Provider {
+    child: Option<Child>,
+    /// The socket path.
+    pub socket: PathBuf,
+    /// Where the process's stderr (its logs) goes.
+    pub log_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Provider {
+    /// Starts the binary with `args` (plus `--endpoint` on a fresh socket) and waits for the socket.
+    pub fn start(args: &[String]) -> Provider {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("providers/azure.sock");
+        Self::start_at(args, socket, dir)
+    }
+
+    /// Starts the binary listening on `socket`; `dir` is kept alive with the process.
+    pub fn start_at(args: &[String], socket: PathBuf, dir: tempfile::TempDir) -> Provider {
+        let log_file = dir.path().join(format!("provider-{}.log", std::process::id() ^ rand_suffix()));
+        let log = std::fs::File::create(&log_file).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_akv-csi-provider"))
+            .arg(format!("--endpoint=unix://{}", socket.display()))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the provider binary");
+        let mut provider = Provider {
+            child: Some(child),
+            socket,
+            log_file,
+            _dir: dir,
+        };
+        provider.wait_for_socket();
+        provider
+    }
+
+    fn wait_for_socket(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("provider exited early with {status}; log:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("provider socket did not appear; log:\n{}", self.logs());
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// Everything the provider logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// A gRPC channel over the unix socket.
+    pub async fn channel(&self) -> Channel {
+        channel(&self.socket).await
+    }
+
+    /// The driver-side client.
+    pub async fn client(&self) -> CsiDriverProviderClient<Channel> {
+        CsiDriverProviderClient::new(self.channel().await)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+    }
+
+    /// Waits (at most 20 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "provider did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// Connects to a unix socket the way the driver does (authority `localhost`).
+pub async fn channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .expect("connect to the provider socket")
+}
+
+/// Pod attributes the driver adds to the SPC parameters.
+pub fn pod_attributes() -> BTreeMap<String, String> {
+    [
+        ("csi.storage.k8s.io/pod.name", "web-0"),
+        ("csi.storage.k8s.io/pod.namespace", "shop"),
+        ("csi.storage.k8s.io/pod.uid", "0b7c2f1e-8f0a-4c4e-9f59-3f6c1f0e2a11"),
+        ("csi.storage.k8s.io/serviceAccount.name", "web"),
+        ("csi.storage.k8s.io/ephemeral", "false"),
+        ("secretProviderClass", "azure-kv"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The `serviceAccount.tokens` attribute value for one audience, as the driver builds it.
+pub fn tokens_attribute(audience: &str, token: &str) -> String {
+    serde_json::json!({ audience: { "token": token, "expirationTimestamp": "2099-01-01T00:00:00Z" } }).to_string()
+}
+
+/// `objects` YAML for a list of object bodies (each a YAML mapping text).
+pub fn objects_yaml(objects: &[&str]) -> String {
+    let mut yaml = String::from("array:\n");
+    for object in objects {
+        yaml.push_str("  - |\n");
+        for line in object.lines() {
+            yaml.push_str("    ");
+            yaml.push_str(line);
+            yaml.push('\n');
+        }
+    }
+    yaml
+}
+
+/// A Mount request like the driver's: SPC parameters plus pod attributes, permission 420.
+pub fn mount_request(parameters: &[(&str, String)], secrets: &str) -> MountRequest {
+    let mut attributes = pod_attributes();
+    for (k, v) in parameters {
+        attributes.insert((*k).to_owned(), v.clone());
+    }
+    MountRequest {
+        attributes: serde_json::to_string(&attributes).expect("json"),
+        secrets: secrets.to_owned(),
+        target_path: "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/secrets/mount".to_owned(),
+        permission: "420".to_owned(),
+        current_object_version: Vec::new(),
+    }
+}
