@@ -1,4 +1,5 @@
 //! The provider process: flags, socket, Version, health, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/provider.rs"]
 #[allow(dead_code)]
@@ -7,7 +8,9 @@ mod provider;
 use akv_csi_provider::v1alpha1::VersionRequest;
 use provider::Provider;
 use std::{os::unix::fs::PermissionsExt, process::Command};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_akv-csi-provider"))
@@ -19,7 +22,10 @@ fn version_flag_prints_json_and_exits_zero() {
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
-    assert!(json["buildDate"].as_str().is_some_and(|d| d.len() == 20), "{json}");
+    assert!(
+        json["buildDate"].as_str().is_some_and(|d| d.len() == 20),
+        "{json}"
+    );
     let out = binary().arg("-version").output().expect("run");
     assert!(out.status.success(), "Go-style single dash works");
 }
@@ -30,10 +36,25 @@ fn help_documents_every_flag() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--endpoint", "--construct-pem-chain", "--write-cert-and-key-in-separate-files", "--cloud-name",
-        "--healthz-port", "--healthz-path", "--healthz-timeout", "--prometheus-port", "--metrics-backend",
-        "--log-format-json", "--v", "--custom-user-agent", "--version", "--enable-pprof", "--pprof-port",
-        "--token-proxy-url", "--sni-name", "--ca-file", "--resolve",
+        "--endpoint",
+        "--construct-pem-chain",
+        "--write-cert-and-key-in-separate-files",
+        "--cloud-name",
+        "--healthz-port",
+        "--healthz-path",
+        "--healthz-timeout",
+        "--prometheus-port",
+        "--metrics-backend",
+        "--log-format-json",
+        "--v",
+        "--custom-user-agent",
+        "--version",
+        "--enable-pprof",
+        "--pprof-port",
+        "--token-proxy-url",
+        "--sni-name",
+        "--ca-file",
+        "--resolve",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -41,7 +62,13 @@ fn help_documents_every_flag() {
 
 #[test]
 fn invalid_cloud_name_exits_one() {
-    let out = binary().args(["--cloud-name=AzureGermanCloud", "--endpoint=unix:///nonexistent/x.sock"]).output().expect("run");
+    let out = binary()
+        .args([
+            "--cloud-name=AzureGermanCloud",
+            "--endpoint=unix:///nonexistent/x.sock",
+        ])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("AzureGermanCloud"));
 }
@@ -54,13 +81,23 @@ fn unknown_flag_is_a_usage_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_version_and_health_then_drains_on_sigterm() {
-    let mut provider = Provider::start(&["-v=5".to_owned(), "--construct-pem-chain=false".to_owned(), "--log-format-json".to_owned()]);
-    let mode = std::fs::metadata(&provider.socket).expect("socket").permissions().mode() & 0o777;
+    let mut provider = Provider::start(&[
+        "-v=5".to_owned(),
+        "--construct-pem-chain=false".to_owned(),
+        "--log-format-json".to_owned(),
+    ]);
+    let mode = std::fs::metadata(&provider.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "socket must be owner-only");
 
     let mut client = provider.client().await;
     let version = client
-        .version(VersionRequest { version: "v1alpha1".into() })
+        .version(VersionRequest {
+            version: "v1alpha1".into(),
+        })
         .await
         .expect("Version")
         .into_inner();
@@ -71,7 +108,9 @@ async fn serves_version_and_health_then_drains_on_sigterm() {
     let mut health = HealthClient::new(provider.channel().await);
     for service in ["", "v1alpha1.CSIDriverProvider"] {
         let status = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .expect("Health/Check")
             .into_inner()
@@ -86,8 +125,12 @@ async fn serves_version_and_health_then_drains_on_sigterm() {
     let logs = provider.logs();
     assert!(!logs.is_empty());
     for line in logs.lines() {
-        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(value.get("level").is_some() && value.get("timestamp").is_some(), "{line}");
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("timestamp").is_some(),
+            "{line}"
+        );
     }
 }
 
@@ -101,7 +144,14 @@ async fn replaces_a_stale_socket_and_exits_zero_on_sigint() {
 
     let mut provider = Provider::start_at(&[], socket.clone(), dir);
     let mut client = provider.client().await;
-    assert!(client.version(VersionRequest { version: "v1alpha1".into() }).await.is_ok());
+    assert!(
+        client
+            .version(VersionRequest {
+                version: "v1alpha1".into()
+            })
+            .await
+            .is_ok()
+    );
     provider.signal(nix::sys::signal::Signal::SIGINT);
     let status = provider.wait_exit();
     assert_eq!(status.code(), Some(0));

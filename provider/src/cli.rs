@@ -150,7 +150,10 @@ pub struct Config {
     pub resolve: Vec<String>,
 
     /// VM managed identity (IMDS) token endpoint.
-    #[arg(long, default_value = "http://169.254.169.254/metadata/identity/oauth2/token")]
+    #[arg(
+        long,
+        default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
+    )]
     pub imds_endpoint: String,
 
     /// Pod identity (NMI) endpoint; the provider calls <endpoint>/host/token/.
@@ -197,7 +200,9 @@ where
             && !rest.starts_with('-')
         {
             let name = rest.split('=').next().unwrap_or_default();
-            if name.len() > 1 && !(name.starts_with('v') && name[1..].chars().all(|c| c.is_ascii_digit())) {
+            if name.len() > 1
+                && !(name.starts_with('v') && name[1..].chars().all(|c| c.is_ascii_digit()))
+            {
                 out.push(OsString::from(format!("-{text}")));
                 continue;
             }
@@ -255,19 +260,35 @@ mod tests {
         assert!(!parse(&["-construct-pem-chain=0"]).construct_pem_chain);
         assert!(parse(&["--log-format-json"]).log_format_json);
         assert!(parse(&["-log-format-json=T"]).log_format_json);
-        assert!(parse(&["--write-cert-and-key-in-separate-files=true"]).write_cert_and_key_in_separate_files);
+        assert!(
+            parse(&["--write-cert-and-key-in-separate-files=true"])
+                .write_cert_and_key_in_separate_files
+        );
     }
 
     #[test]
     fn single_dash_and_verbosity() {
-        let c = parse(&["-endpoint=unix:///provider/azure.sock", "-v=5", "-healthz-timeout=1m30s"]);
+        let c = parse(&[
+            "-endpoint=unix:///provider/azure.sock",
+            "-v=5",
+            "-healthz-timeout=1m30s",
+        ]);
         assert_eq!(c.endpoint, "unix:///provider/azure.sock");
         assert_eq!(c.verbosity, 5);
         assert_eq!(c.healthz_timeout, Duration::from_secs(90));
         assert_eq!(parse(&["-v", "3"]).verbosity, 3);
         assert_eq!(parse(&["--v=2"]).verbosity, 2);
-        assert_eq!(parse(&["--cloud-name=azurechinacloud"]).default_cloud().ok(), Some(CloudName::China));
-        assert!(parse(&["--cloud-name=AzureGermanCloud"]).default_cloud().is_err());
+        assert_eq!(
+            parse(&["--cloud-name=azurechinacloud"])
+                .default_cloud()
+                .ok(),
+            Some(CloudName::China)
+        );
+        assert!(
+            parse(&["--cloud-name=AzureGermanCloud"])
+                .default_cloud()
+                .is_err()
+        );
     }
 
     #[test]
@@ -281,7 +302,7 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_go_duration("2h"), Ok(Duration::from_hours(2)));
         assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_go_duration("5").is_err());
         assert!(parse_go_duration("s").is_err());

@@ -20,7 +20,9 @@ pub enum CloudError {
     )]
     UnknownCloud(String),
     /// AzureStackCloud was chosen without `cloudEnvFileName`.
-    #[error("cloudName AzureStackCloud needs cloudEnvFileName: the path of a JSON file with activeDirectoryEndpoint, keyVaultEndpoint and keyVaultDNSSuffix")]
+    #[error(
+        "cloudName AzureStackCloud needs cloudEnvFileName: the path of a JSON file with activeDirectoryEndpoint, keyVaultEndpoint and keyVaultDNSSuffix"
+    )]
     MissingEnvFile,
     /// The environment file could not be read (missing, not mounted into the provider pod, too large).
     #[error("cloudEnvFileName \"{path}\" could not be read: {reason}")]
@@ -181,18 +183,23 @@ impl CloudEnvironment {
         if authority.is_empty() {
             return Err(invalid("activeDirectoryEndpoint is missing".into()));
         }
-        let authority_host = Url::parse(authority)
-            .map_err(|e| invalid(format!("activeDirectoryEndpoint: {e}")))?;
+        let authority_host =
+            Url::parse(authority).map_err(|e| invalid(format!("activeDirectoryEndpoint: {e}")))?;
         if authority_host.scheme() != "https" {
             return Err(invalid("activeDirectoryEndpoint must use https".into()));
         }
         let suffix = env.key_vault_dns_suffix.trim().trim_matches('.').to_owned();
         if suffix.is_empty() || suffix.contains('/') {
             return Err(invalid(
-                "keyVaultDNSSuffix must be a DNS suffix such as vault.local.azurestack.external".into(),
+                "keyVaultDNSSuffix must be a DNS suffix such as vault.local.azurestack.external"
+                    .into(),
             ));
         }
-        let resource = env.key_vault_endpoint.trim().trim_end_matches('/').to_owned();
+        let resource = env
+            .key_vault_endpoint
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
         if resource.is_empty() {
             return Err(invalid("keyVaultEndpoint is missing".into()));
         }
@@ -222,9 +229,17 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive() {
-        assert_eq!(CloudName::parse("AZUREPUBLICCLOUD").ok(), Some(CloudName::Public));
-        assert_eq!(CloudName::parse(" azurestackcloud ").ok(), Some(CloudName::Stack));
-        let err = CloudName::parse("AzureGermanCloud").err().map(|e| e.to_string());
+        assert_eq!(
+            CloudName::parse("AZUREPUBLICCLOUD").ok(),
+            Some(CloudName::Public)
+        );
+        assert_eq!(
+            CloudName::parse(" azurestackcloud ").ok(),
+            Some(CloudName::Stack)
+        );
+        let err = CloudName::parse("AzureGermanCloud")
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
             Some(
@@ -237,24 +252,41 @@ mod tests {
     fn known_clouds() {
         let gov = CloudEnvironment::resolve(CloudName::UsGovernment, None).ok();
         let gov = gov.as_ref();
-        assert_eq!(gov.map(|c| c.vault_url("kv")), Some("https://kv.vault.usgovcloudapi.net/".into()));
-        assert_eq!(gov.map(|c| c.authority_host.as_str()), Some("https://login.microsoftonline.us/"));
+        assert_eq!(
+            gov.map(|c| c.vault_url("kv")),
+            Some("https://kv.vault.usgovcloudapi.net/".into())
+        );
+        assert_eq!(
+            gov.map(|c| c.authority_host.as_str()),
+            Some("https://login.microsoftonline.us/")
+        );
         let cn = CloudEnvironment::resolve(CloudName::China, None).ok();
-        assert_eq!(cn.map(|c| c.vault_scope()), Some("https://vault.azure.cn/.default".into()));
+        assert_eq!(
+            cn.map(|c| c.vault_scope()),
+            Some("https://vault.azure.cn/.default".into())
+        );
     }
 
     #[test]
     fn stack_file() {
         let json = br#"{"name":"AzureStackCloud","activeDirectoryEndpoint":"https://login.stack.local/","keyVaultEndpoint":"https://vault.stack.local/","keyVaultDNSSuffix":"vault.stack.local"}"#;
         let env = CloudEnvironment::from_json("f.json", json).ok();
-        assert_eq!(env.as_ref().map(|e| e.vault_url("kv1")), Some("https://kv1.vault.stack.local/".into()));
-        assert_eq!(env.map(|e| e.vault_resource), Some("https://vault.stack.local".into()));
+        assert_eq!(
+            env.as_ref().map(|e| e.vault_url("kv1")),
+            Some("https://kv1.vault.stack.local/".into())
+        );
+        assert_eq!(
+            env.map(|e| e.vault_resource),
+            Some("https://vault.stack.local".into())
+        );
         let err = CloudEnvironment::from_json("f.json", br#"{"keyVaultDNSSuffix":"x"}"#)
             .err()
             .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("cloudEnvFileName \"f.json\" is not a valid cloud environment: activeDirectoryEndpoint is missing")
+            Some(
+                "cloudEnvFileName \"f.json\" is not a valid cloud environment: activeDirectoryEndpoint is missing"
+            )
         );
         assert!(matches!(
             CloudEnvironment::resolve(CloudName::Stack, None),

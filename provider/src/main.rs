@@ -28,10 +28,17 @@ fn main() -> ExitCode {
             "gitCommit": env!("AKV_GIT_COMMIT"),
         });
         let mut out = std::io::stdout().lock();
-        return if writeln!(out, "{info}").is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if writeln!(out, "{info}").is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     telemetry::init(config.verbosity, config.log_format_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -50,10 +57,15 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let default_cloud = config.default_cloud().context("--cloud-name")?;
     if !config.metrics_backend.eq_ignore_ascii_case("prometheus") {
-        anyhow::bail!("--metrics-backend \"{}\" is not supported: only Prometheus", config.metrics_backend);
+        anyhow::bail!(
+            "--metrics-backend \"{}\" is not supported: only Prometheus",
+            config.metrics_backend
+        );
     }
     if config.enable_pprof {
-        tracing::warn!("--enable-pprof is accepted for compatibility; no profiling endpoint is served");
+        tracing::warn!(
+            "--enable-pprof is accepted for compatibility; no profiling endpoint is served"
+        );
     }
     let transport = HttpTransport::new(&TransportConfig {
         ca_file: config.ca_file.clone(),
@@ -61,8 +73,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         user_agent_suffix: config.custom_user_agent.clone(),
         imds_endpoint: Some(config.imds_endpoint.clone()),
     })?;
-    let pod_identity_endpoint = url::Url::parse(&config.pod_identity_endpoint)
-        .with_context(|| format!("--pod-identity-endpoint \"{}\"", config.pod_identity_endpoint))?;
+    let pod_identity_endpoint =
+        url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
+            format!(
+                "--pod-identity-endpoint \"{}\"",
+                config.pod_identity_endpoint
+            )
+        })?;
     let credentials = CredentialFactory::new(transport.clone(), pod_identity_endpoint);
     let mounter = Mounter::new(
         credentials,
@@ -76,7 +93,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let path = server::socket_path(&config.endpoint)?;
     let listener = server::bind(&path)?;
     tracing::info!(endpoint = %config.endpoint, version = VERSION, cloud = %default_cloud, "provider listening");
-    server::serve(listener, &path, service, shutdown_signal(), config.drain_timeout).await?;
+    server::serve(
+        listener,
+        &path,
+        service,
+        shutdown_signal(),
+        config.drain_timeout,
+    )
+    .await?;
     tracing::info!("provider stopped; socket removed");
     Ok(())
 }

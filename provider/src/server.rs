@@ -1,14 +1,11 @@
 //! The gRPC server on the unix socket: bind safely, serve, drain on shutdown, remove the socket.
 
-use crate::{
-    grpc::ProviderService,
-    v1alpha1::csi_driver_provider_server::CsiDriverProviderServer,
-};
+use crate::{grpc::ProviderService, v1alpha1::csi_driver_provider_server::CsiDriverProviderServer};
 use std::{
     future::Future,
-    time::Duration,
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
+    time::Duration,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -64,26 +61,41 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         path: path.display().to_string(),
         reason,
     };
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
+            std::fs::remove_file(path)
+                .map_err(|e| fail(format!("removing the stale socket: {e}")))?;
         }
         Ok(_) => return Err(fail("a file that is not a socket is in the way".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail(e.to_string())),
     }
-    let name = path.file_name().ok_or_else(|| fail("the path has no file name".into()))?;
-    let staging = parent.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail("the path has no file name".into()))?;
+    let staging = parent.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(|e| fail(format!("creating {}: {e}", staging.display())))?;
+    std::fs::create_dir(&staging)
+        .map_err(|e| fail(format!("creating {}: {e}", staging.display())))?;
     let result = (|| {
-        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).map_err(|e| fail(e.to_string()))?;
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(e.to_string()))?;
         let staged = staging.join(name);
         let listener = UnixListener::bind(&staged).map_err(|e| fail(e.to_string()))?;
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
-        std::fs::rename(&staged, path).map_err(|e| fail(format!("moving the socket into place: {e}")))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(e.to_string()))?;
+        std::fs::rename(&staged, path)
+            .map_err(|e| fail(format!("moving the socket into place: {e}")))?;
         Ok(listener)
     })();
     let _ = std::fs::remove_dir_all(&staging);
@@ -114,7 +126,10 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(CsiDriverProviderServer::new(service))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            stop.clone().cancelled_owned(),
+        );
     // Idle connections are closed gracefully; a client that never lets go cannot hold the
     // process past the drain timeout.
     let drained = async {
@@ -143,7 +158,10 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(socket_path("unix:///tmp/azure.sock").ok(), Some(PathBuf::from("/tmp/azure.sock")));
+        assert_eq!(
+            socket_path("unix:///tmp/azure.sock").ok(),
+            Some(PathBuf::from("/tmp/azure.sock"))
+        );
         assert!(socket_path("tcp://127.0.0.1:80").is_err());
         assert!(socket_path("unix://").is_err());
         assert!(socket_path("/tmp/azure.sock").is_err());
@@ -160,10 +178,14 @@ mod tests {
         // The file left behind is a stale socket: a second bind replaces it.
         let second = bind(&path);
         assert!(second.is_ok(), "{:?}", second.err());
-        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok();
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok();
         assert_eq!(mode, Some(0o600));
         // Nothing but the socket is left in the folder.
-        let entries = std::fs::read_dir(dir.path().join("nested")).map(Iterator::count).ok();
+        let entries = std::fs::read_dir(dir.path().join("nested"))
+            .map(Iterator::count)
+            .ok();
         assert_eq!(entries, Some(1));
         drop(second);
         std::fs::remove_file(&path).ok();

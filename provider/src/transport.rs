@@ -31,7 +31,9 @@ pub enum TransportError {
         reason: String,
     },
     /// A `--resolve` value is not `HOST=IP`.
-    #[error("--resolve \"{0}\" is not HOST=IP (HOST may start with \"*.\", IP is an IPv4 or IPv6 address)")]
+    #[error(
+        "--resolve \"{0}\" is not HOST=IP (HOST may start with \"*.\", IP is an IPv4 or IPv6 address)"
+    )]
     Resolve(String),
     /// `--imds-endpoint` is not a URL.
     #[error("--imds-endpoint \"{0}\" is not an http(s) URL")]
@@ -83,9 +85,8 @@ impl Override {
         let host = host.trim().to_ascii_lowercase();
         let (host, wildcard) = match host.strip_prefix('*') {
             Some(rest) if rest.starts_with('.') && rest.len() > 1 => (rest.to_owned(), true),
-            Some(_) => return Err(bad()),
             None if !host.is_empty() => (host, false),
-            None => return Err(bad()),
+            _ => return Err(bad()),
         };
         Ok(Self { host, wildcard, ip })
     }
@@ -108,13 +109,18 @@ struct Resolver {
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
-        let fixed = self.overrides.iter().find(|o| o.matches(&host)).map(|o| o.ip);
+        let fixed = self
+            .overrides
+            .iter()
+            .find(|o| o.matches(&host))
+            .map(|o| o.ip);
         Box::pin(async move {
             if let Some(ip) = fixed {
                 let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(SocketAddr::new(ip, 0)));
                 return Ok(addrs);
             }
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
             Ok(addrs)
         })
@@ -197,7 +203,10 @@ impl HttpTransport {
             let agent = request
                 .headers()
                 .get_optional_str(&azure_core::http::headers::USER_AGENT)
-                .map_or_else(|| self.user_agent_suffix.clone(), |ua| format!("{ua} {}", self.user_agent_suffix));
+                .map_or_else(
+                    || self.user_agent_suffix.clone(),
+                    |ua| format!("{ua} {}", self.user_agent_suffix),
+                );
             changed.insert_header(azure_core::http::headers::USER_AGENT, agent);
         }
         Some(changed)
@@ -242,11 +251,21 @@ mod tests {
         assert!(wild.as_ref().is_some_and(|o| o.matches("kv1.vault.test")));
         assert!(wild.as_ref().is_some_and(|o| o.matches("KV1.Vault.Test")));
         assert!(!wild.as_ref().is_some_and(|o| o.matches("vault.test")));
-        assert!(!wild.as_ref().is_some_and(|o| o.matches("kv1.evilvault.test")));
+        assert!(
+            !wild
+                .as_ref()
+                .is_some_and(|o| o.matches("kv1.evilvault.test"))
+        );
         let exact = Override::parse("login.test=::1").ok();
         assert!(exact.as_ref().is_some_and(|o| o.matches("login.test")));
         assert!(!exact.as_ref().is_some_and(|o| o.matches("x.login.test")));
-        for bad in ["login.test", "=1.2.3.4", "x=notanip", "*=1.2.3.4", "*x.y=1.2.3.4"] {
+        for bad in [
+            "login.test",
+            "=1.2.3.4",
+            "x=notanip",
+            "*=1.2.3.4",
+            "*x.y=1.2.3.4",
+        ] {
             assert!(Override::parse(bad).is_err(), "{bad}");
         }
     }
@@ -262,19 +281,26 @@ mod tests {
         let Some(transport) = transport else {
             unreachable!("transport builds");
         };
-        let url = Url::parse(&format!("{SDK_IMDS_ENDPOINT}?api-version=2019-08-01&resource=x")).ok();
+        let url = Url::parse(&format!(
+            "{SDK_IMDS_ENDPOINT}?api-version=2019-08-01&resource=x"
+        ))
+        .ok();
         let Some(url) = url else { unreachable!() };
         let mut request = Request::new(url, Method::Get);
-        request.insert_header(azure_core::http::headers::USER_AGENT, "azsdk-rust-identity/1.0.0");
+        request.insert_header(
+            azure_core::http::headers::USER_AGENT,
+            "azsdk-rust-identity/1.0.0",
+        );
         let changed = transport.rewrite(&request);
         assert_eq!(
             changed.as_ref().map(|r| r.url().as_str().to_owned()),
             Some("http://127.0.0.1:9/metadata/identity/oauth2/token?api-version=2019-08-01&resource=x".into())
         );
         assert_eq!(
-            changed
-                .as_ref()
-                .and_then(|r| r.headers().get_optional_str(&azure_core::http::headers::USER_AGENT).map(str::to_owned)),
+            changed.as_ref().and_then(|r| r
+                .headers()
+                .get_optional_str(&azure_core::http::headers::USER_AGENT)
+                .map(str::to_owned)),
             Some("azsdk-rust-identity/1.0.0 team-x".into())
         );
     }

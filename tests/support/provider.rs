@@ -1,7 +1,9 @@
 //! Starts the real `akv-csi-provider` binary on a temporary socket and talks to it the way the
 //! Secrets Store CSI driver does (plain gRPC over the unix socket, authority `localhost`).
 
-use akv_csi_provider::v1alpha1::{MountRequest, csi_driver_provider_client::CsiDriverProviderClient};
+use akv_csi_provider::v1alpha1::{
+    MountRequest, csi_driver_provider_client::CsiDriverProviderClient,
+};
 use hyper_util::rt::TokioIo;
 use std::{
     collections::BTreeMap,
@@ -31,7 +33,10 @@ impl Provider {
 
     /// Starts the binary listening on `socket`; `dir` is kept alive with the process.
     pub fn start_at(args: &[String], socket: PathBuf, dir: tempfile::TempDir) -> Provider {
-        let log_file = dir.path().join(format!("provider-{}.log", std::process::id() ^ rand_suffix()));
+        let log_file = dir.path().join(format!(
+            "provider-{}.log",
+            std::process::id() ^ rand_suffix()
+        ));
         let log = std::fs::File::create(&log_file).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_akv-csi-provider"))
             .arg(format!("--endpoint=unix://{}", socket.display()))
@@ -58,7 +63,11 @@ impl Provider {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("provider exited early with {status}; log:\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -107,7 +116,10 @@ impl Provider {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "provider did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "provider did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -134,7 +146,11 @@ pub async fn channel(socket: &Path) -> Channel {
     Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
         }))
         .await
         .expect("connect to the provider socket")
@@ -145,7 +161,10 @@ pub fn pod_attributes() -> BTreeMap<String, String> {
     [
         ("csi.storage.k8s.io/pod.name", "web-0"),
         ("csi.storage.k8s.io/pod.namespace", "shop"),
-        ("csi.storage.k8s.io/pod.uid", "0b7c2f1e-8f0a-4c4e-9f59-3f6c1f0e2a11"),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "0b7c2f1e-8f0a-4c4e-9f59-3f6c1f0e2a11",
+        ),
         ("csi.storage.k8s.io/serviceAccount.name", "web"),
         ("csi.storage.k8s.io/ephemeral", "false"),
         ("secretProviderClass", "azure-kv"),

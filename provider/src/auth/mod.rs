@@ -42,7 +42,9 @@ pub enum AuthError {
         audience: &'static str,
     },
     /// `csi.storage.k8s.io/serviceAccount.tokens` is not the JSON the driver sends.
-    #[error("attribute csi.storage.k8s.io/serviceAccount.tokens is not a JSON object of audience -> {{token, expirationTimestamp}}: {0}")]
+    #[error(
+        "attribute csi.storage.k8s.io/serviceAccount.tokens is not a JSON object of audience -> {{token, expirationTimestamp}}: {0}"
+    )]
     BadTokens(String),
     /// No identity parameter is set and the node-publish secret has no service principal.
     #[error(
@@ -50,7 +52,9 @@ pub enum AuthError {
     )]
     NoIdentity(&'static str),
     /// Identity binding through the AKS token proxy is not implemented yet.
-    #[error("useAzureTokenProxy (AKS identity binding) is not supported by this provider yet; use workload identity (clientID) instead")]
+    #[error(
+        "useAzureTokenProxy (AKS identity binding) is not supported by this provider yet; use workload identity (clientID) instead"
+    )]
     IdentityBindingUnsupported,
     /// The SDK refused the credential parameters (e.g. a malformed tenant id).
     #[error("the {mode} credential could not be created: {reason}")]
@@ -127,19 +131,38 @@ impl Identity {
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::WorkloadIdentity { client_id, tenant_id, .. } => {
-                write!(f, "workload identity (clientID {client_id}, tenant {tenant_id})")
+            Self::WorkloadIdentity {
+                client_id,
+                tenant_id,
+                ..
+            } => {
+                write!(
+                    f,
+                    "workload identity (clientID {client_id}, tenant {tenant_id})"
+                )
             }
-            Self::ServicePrincipal { client_id, tenant_id, .. } => {
-                write!(f, "service principal (clientid {client_id}, tenant {tenant_id})")
+            Self::ServicePrincipal {
+                client_id,
+                tenant_id,
+                ..
+            } => {
+                write!(
+                    f,
+                    "service principal (clientid {client_id}, tenant {tenant_id})"
+                )
             }
-            Self::ManagedIdentity { user_assigned_client_id: Some(id) } => {
+            Self::ManagedIdentity {
+                user_assigned_client_id: Some(id),
+            } => {
                 write!(f, "user-assigned managed identity (client id {id})")
             }
-            Self::ManagedIdentity { user_assigned_client_id: None } => {
-                f.write_str("system-assigned managed identity")
-            }
-            Self::PodIdentity { namespace, pod_name } => {
+            Self::ManagedIdentity {
+                user_assigned_client_id: None,
+            } => f.write_str("system-assigned managed identity"),
+            Self::PodIdentity {
+                namespace,
+                pod_name,
+            } => {
                 write!(f, "pod identity of pod {namespace}/{pod_name}")
             }
         }
@@ -164,7 +187,10 @@ impl fmt::Debug for ServiceAccountAssertion {
 
 #[async_trait::async_trait]
 impl ClientAssertion for ServiceAccountAssertion {
-    async fn secret(&self, _options: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
+    async fn secret(
+        &self,
+        _options: Option<ClientMethodOptions<'_>>,
+    ) -> azure_core::Result<String> {
         Ok(self.0.expose().to_owned())
     }
 }
@@ -187,7 +213,11 @@ impl CredentialFactory {
 
     fn client_options(&self, cloud: &CloudEnvironment) -> ClientOptions {
         let mut custom = CustomConfiguration::default();
-        custom.authority_host = cloud.authority_host.as_str().trim_end_matches('/').to_owned();
+        cloud
+            .authority_host
+            .as_str()
+            .trim_end_matches('/')
+            .clone_into(&mut custom.authority_host);
         ClientOptions {
             transport: Some(self.transport.sdk_transport()),
             cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
@@ -207,7 +237,11 @@ impl CredentialFactory {
             reason: e.to_string(),
         };
         let credential: Arc<dyn TokenCredential> = match identity {
-            Identity::WorkloadIdentity { tenant_id, client_id, token } => ClientAssertionCredential::new(
+            Identity::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                token,
+            } => ClientAssertionCredential::new(
                 tenant_id.clone(),
                 client_id.clone(),
                 ServiceAccountAssertion(token.clone()),
@@ -216,26 +250,32 @@ impl CredentialFactory {
                 }),
             )
             .map_err(build)?,
-            Identity::ServicePrincipal { tenant_id, client_id, client_secret } => {
-                ClientSecretCredential::new(
-                    tenant_id,
-                    client_id.clone(),
-                    client_secret.expose().to_owned().into(),
-                    Some(ClientSecretCredentialOptions {
-                        client_options: self.client_options(cloud),
-                    }),
-                )
-                .map_err(build)?
-            }
-            Identity::ManagedIdentity { user_assigned_client_id } => {
-                ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                    user_assigned_id: user_assigned_client_id.clone().map(UserAssignedId::ClientId),
+            Identity::ServicePrincipal {
+                tenant_id,
+                client_id,
+                client_secret,
+            } => ClientSecretCredential::new(
+                tenant_id,
+                client_id.clone(),
+                client_secret.expose().to_owned().into(),
+                Some(ClientSecretCredentialOptions {
                     client_options: self.client_options(cloud),
-                    ..ManagedIdentityCredentialOptions::default()
-                }))
-                .map_err(build)?
-            }
-            Identity::PodIdentity { namespace, pod_name } => Arc::new(PodIdentityCredential::new(
+                }),
+            )
+            .map_err(build)?,
+            Identity::ManagedIdentity {
+                user_assigned_client_id,
+            } => ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                user_assigned_id: user_assigned_client_id
+                    .clone()
+                    .map(UserAssignedId::ClientId),
+                client_options: self.client_options(cloud),
+            }))
+            .map_err(build)?,
+            Identity::PodIdentity {
+                namespace,
+                pod_name,
+            } => Arc::new(PodIdentityCredential::new(
                 self.transport.clone(),
                 self.pod_identity_endpoint.clone(),
                 namespace.clone(),

@@ -29,7 +29,7 @@ impl fmt::Debug for PodIdentityCredential {
         f.debug_struct("PodIdentityCredential")
             .field("endpoint", &self.endpoint.as_str())
             .field("pod", &format!("{}/{}", self.namespace, self.pod_name))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,7 +51,12 @@ fn credential_error(message: String) -> Error {
 
 impl PodIdentityCredential {
     /// A credential for one pod.
-    pub fn new(transport: Arc<HttpTransport>, endpoint: Url, namespace: String, pod_name: String) -> Self {
+    pub fn new(
+        transport: Arc<HttpTransport>,
+        endpoint: Url,
+        namespace: String,
+        pod_name: String,
+    ) -> Self {
         Self {
             transport,
             endpoint,
@@ -84,7 +89,11 @@ impl TokenCredential for PodIdentityCredential {
             .join("host/token/")
             .map_err(|e| credential_error(format!("pod identity endpoint: {e}")))?;
         url.query_pairs_mut().append_pair("resource", resource);
-        let agent = format!("akv-csi-provider/{} {}", crate::VERSION, self.transport.user_agent_suffix());
+        let agent = format!(
+            "akv-csi-provider/{} {}",
+            crate::VERSION,
+            self.transport.user_agent_suffix()
+        );
         let response = self
             .transport
             .client()
@@ -94,21 +103,38 @@ impl TokenCredential for PodIdentityCredential {
             .header("user-agent", agent.trim())
             .send()
             .await
-            .map_err(|e| Error::with_message(ErrorKind::Connection, format!("pod identity (NMI) endpoint unreachable: {e}")))?;
+            .map_err(|e| {
+                let cause = Error::with_message(ErrorKind::Connection, e.to_string());
+                Error::with_error(
+                    ErrorKind::Credential,
+                    cause,
+                    "pod identity (NMI) endpoint unreachable",
+                )
+            })?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Error::with_message(ErrorKind::Io, format!("reading the NMI response: {e}")))?;
+        let body = response.bytes().await.map_err(|e| {
+            let cause = Error::with_message(ErrorKind::Io, e.to_string());
+            Error::with_error(
+                ErrorKind::Credential,
+                cause,
+                "reading the NMI response failed",
+            )
+        })?;
         if !status.is_success() {
-            return Err(Error::with_message(
+            // The HTTP status travels as the source so callers can tell refusal from outage.
+            let cause = Error::with_message(
                 ErrorKind::HttpResponse {
                     status: status.as_u16().into(),
                     error_code: None,
                     raw_response: None,
                 },
+                format!("HTTP {status}"),
+            );
+            return Err(Error::with_error(
+                ErrorKind::Credential,
+                cause,
                 format!(
-                    "pod identity (NMI) refused a token for pod {}/{}: HTTP {status}; check the AzureIdentityBinding of the pod",
+                    "pod identity (NMI) refused a token for pod {}/{}; check the AzureIdentity and AzureIdentityBinding of the pod",
                     self.namespace, self.pod_name
                 ),
             ));

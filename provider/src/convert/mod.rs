@@ -11,7 +11,9 @@ use base64::Engine;
 #[non_exhaustive]
 pub enum ConvertError {
     /// The stored value does not match `objectEncoding`.
-    #[error("the value of {object} is not valid {encoding} ({reason}): check objectEncoding, or store the value {encoding}-encoded")]
+    #[error(
+        "the value of {object} is not valid {encoding} ({reason}): check objectEncoding, or store the value {encoding}-encoded"
+    )]
     Decode {
         /// The object.
         object: String,
@@ -41,20 +43,28 @@ impl ConvertError {
 }
 
 /// Applies `objectEncoding` to a secret value.
-pub fn decode(value: &SecretBytes, encoding: ObjectEncoding, object: &str) -> Result<SecretBytes, ConvertError> {
+pub fn decode(
+    value: &SecretBytes,
+    encoding: ObjectEncoding,
+    object: &str,
+) -> Result<SecretBytes, ConvertError> {
     match encoding {
         ObjectEncoding::Utf8 => Ok(value.clone()),
         ObjectEncoding::Hex => {
             let text = value.expose().trim_ascii();
-            hex::decode(text).map(SecretBytes::new).map_err(|e| ConvertError::Decode {
-                object: object.to_owned(),
-                encoding: "hex",
-                reason: match e {
-                    hex::FromHexError::OddLength => "odd number of digits".to_owned(),
-                    hex::FromHexError::InvalidHexCharacter { index, .. } => format!("a non-hex character at offset {index}"),
-                    hex::FromHexError::InvalidStringLength => "wrong length".to_owned(),
-                },
-            })
+            hex::decode(text)
+                .map(SecretBytes::new)
+                .map_err(|e| ConvertError::Decode {
+                    object: object.to_owned(),
+                    encoding: "hex",
+                    reason: match e {
+                        hex::FromHexError::OddLength => "odd number of digits".to_owned(),
+                        hex::FromHexError::InvalidHexCharacter { index, .. } => {
+                            format!("a non-hex character at offset {index}")
+                        }
+                        hex::FromHexError::InvalidStringLength => "wrong length".to_owned(),
+                    },
+                })
         }
         ObjectEncoding::Base64 => {
             let text = value.expose().trim_ascii();
@@ -65,9 +75,13 @@ pub fn decode(value: &SecretBytes, encoding: ObjectEncoding, object: &str) -> Re
                     object: object.to_owned(),
                     encoding: "base64",
                     reason: match e {
-                        base64::DecodeError::InvalidByte(offset, _) => format!("an invalid character at offset {offset}"),
+                        base64::DecodeError::InvalidByte(offset, _) => {
+                            format!("an invalid character at offset {offset}")
+                        }
                         base64::DecodeError::InvalidLength(_) => "wrong length".to_owned(),
-                        base64::DecodeError::InvalidLastSymbol(offset, _) => format!("an invalid last character at offset {offset}"),
+                        base64::DecodeError::InvalidLastSymbol(offset, _) => {
+                            format!("an invalid last character at offset {offset}")
+                        }
                         base64::DecodeError::InvalidPadding => "wrong padding".to_owned(),
                     },
                 })
@@ -85,16 +99,37 @@ mod tests {
 
     #[test]
     fn encodings() {
-        assert_eq!(decode(&bytes("héllo"), ObjectEncoding::Utf8, "o").map(|b| b.expose().to_vec()), Ok("héllo".as_bytes().to_vec()));
-        assert_eq!(decode(&bytes("00ff10"), ObjectEncoding::Hex, "o").map(|b| b.expose().to_vec()), Ok(vec![0, 255, 16]));
-        assert_eq!(decode(&bytes("aGk=\n"), ObjectEncoding::Base64, "o").map(|b| b.expose().to_vec()), Ok(b"hi".to_vec()));
+        assert_eq!(
+            decode(&bytes("héllo"), ObjectEncoding::Utf8, "o").map(|b| b.expose().to_vec()),
+            Ok("héllo".as_bytes().to_vec())
+        );
+        assert_eq!(
+            decode(&bytes("00ff10"), ObjectEncoding::Hex, "o").map(|b| b.expose().to_vec()),
+            Ok(vec![0, 255, 16])
+        );
+        assert_eq!(
+            decode(&bytes("aGk=\n"), ObjectEncoding::Base64, "o").map(|b| b.expose().to_vec()),
+            Ok(b"hi".to_vec())
+        );
     }
 
     #[test]
     fn decode_errors_never_show_the_value() {
-        let e = decode(&bytes("zz-secret"), ObjectEncoding::Hex, "secret/s").err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(e, "the value of secret/s is not valid hex (odd number of digits): check objectEncoding, or store the value hex-encoded");
-        let e = decode(&bytes("not*base64"), ObjectEncoding::Base64, "secret/s").err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(e, "the value of secret/s is not valid base64 (an invalid character at offset 3): check objectEncoding, or store the value base64-encoded");
+        let e = decode(&bytes("zz-secret"), ObjectEncoding::Hex, "secret/s")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "the value of secret/s is not valid hex (odd number of digits): check objectEncoding, or store the value hex-encoded"
+        );
+        let e = decode(&bytes("not*base64"), ObjectEncoding::Base64, "secret/s")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "the value of secret/s is not valid base64 (an invalid character at offset 3): check objectEncoding, or store the value base64-encoded"
+        );
     }
 }

@@ -39,7 +39,10 @@ impl ProviderService {
         }
     }
 
-    async fn run(&self, request: &MountRequest) -> Result<(mount::MountPlan, MountOutput), (Option<mount::MountPlan>, MountError)> {
+    async fn run(
+        &self,
+        request: &MountRequest,
+    ) -> Result<(mount::MountPlan, MountOutput), (Option<mount::MountPlan>, MountError)> {
         let plan = mount::plan(request, self.default_cloud).map_err(|e| (None, e))?;
         match tokio::time::timeout(self.mount_timeout, self.mounter.mount(&plan)).await {
             Ok(Ok(output)) => Ok((plan, output)),
@@ -72,7 +75,10 @@ fn response(output: MountOutput) -> MountResponse {
 
 #[tonic::async_trait]
 impl CsiDriverProvider for ProviderService {
-    async fn version(&self, _request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             version: API_VERSION.to_owned(),
             runtime_name: RUNTIME_NAME.to_owned(),
@@ -80,7 +86,10 @@ impl CsiDriverProvider for ProviderService {
         }))
     }
 
-    async fn mount(&self, request: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+    async fn mount(
+        &self,
+        request: Request<MountRequest>,
+    ) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
         match self.run(&request).await {

@@ -3,29 +3,36 @@
 //! The driver retries `Unavailable` at once (3 attempts); other codes fail the publish and kubelet
 //! retries later. So only transient trouble maps to `Unavailable`.
 
-use crate::{auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError, mount::MountError};
+use crate::{
+    auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError,
+    mount::MountError,
+};
 use tonic::{Code, Status};
 
 fn code(error: &MountError) -> Code {
     match error {
-        MountError::Request { .. } | MountError::MissingPodAttribute(_) | MountError::Spc(_) => Code::InvalidArgument,
+        MountError::Request { .. } | MountError::MissingPodAttribute(_) | MountError::Spc(_) => {
+            Code::InvalidArgument
+        }
         MountError::Cloud(e) => match e {
             CloudError::EnvFileUnreadable { .. } => Code::FailedPrecondition,
             _ => Code::InvalidArgument,
         },
         MountError::Auth(e) => match e {
-            AuthError::MissingToken { .. } | AuthError::IdentityBindingUnsupported => Code::FailedPrecondition,
+            AuthError::MissingToken { .. } | AuthError::IdentityBindingUnsupported => {
+                Code::FailedPrecondition
+            }
             _ => Code::InvalidArgument,
         },
         MountError::Vault { source, .. } => match source {
             KeyVaultError::NotFound { .. } => Code::NotFound,
-            KeyVaultError::Forbidden { .. } | KeyVaultError::Unauthorized { .. } | KeyVaultError::Authentication { .. } => {
-                Code::PermissionDenied
-            }
+            KeyVaultError::Forbidden { .. }
+            | KeyVaultError::Unauthorized { .. }
+            | KeyVaultError::Authentication { .. } => Code::PermissionDenied,
             KeyVaultError::Disabled { .. } => Code::FailedPrecondition,
-            KeyVaultError::Throttled { .. } | KeyVaultError::Unavailable { .. } | KeyVaultError::AuthenticationUnavailable { .. } => {
-                Code::Unavailable
-            }
+            KeyVaultError::Throttled { .. }
+            | KeyVaultError::Unavailable { .. }
+            | KeyVaultError::AuthenticationUnavailable { .. } => Code::Unavailable,
             _ => Code::Internal,
         },
         MountError::Convert(e) => match e {

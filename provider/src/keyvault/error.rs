@@ -11,7 +11,9 @@ const MAX_DETAIL_CHARS: usize = 300;
 #[non_exhaustive]
 pub enum KeyVaultError {
     /// The object or the pinned version does not exist (wrong name, version, vault, or deleted).
-    #[error("{object} was not found in Key Vault {vault}: check objectName, objectVersion and keyvaultName")]
+    #[error(
+        "{object} was not found in Key Vault {vault}: check objectName, objectVersion and keyvaultName"
+    )]
     NotFound {
         /// Vault name.
         vault: String,
@@ -19,7 +21,9 @@ pub enum KeyVaultError {
         object: String,
     },
     /// The identity authenticated but may not perform the operation.
-    #[error("{object} in Key Vault {vault}: the identity lacks the secrets {permission} permission; grant the role \"Key Vault Secrets User\" or an access policy with {permission} on secrets ({detail})")]
+    #[error(
+        "{object} in Key Vault {vault}: the identity lacks the secrets {permission} permission; grant the role \"Key Vault Secrets User\" or an access policy with {permission} on secrets ({detail})"
+    )]
     Forbidden {
         /// Vault name.
         vault: String,
@@ -31,7 +35,9 @@ pub enum KeyVaultError {
         detail: String,
     },
     /// The object exists but the requested version is disabled.
-    #[error("{object} in Key Vault {vault} is disabled: enable it, or pin an enabled objectVersion")]
+    #[error(
+        "{object} in Key Vault {vault} is disabled: enable it, or pin an enabled objectVersion"
+    )]
     Disabled {
         /// Vault name.
         vault: String,
@@ -39,7 +45,9 @@ pub enum KeyVaultError {
         object: String,
     },
     /// Key Vault rejected the token (wrong tenant, wrong audience, firewall on identity).
-    #[error("Key Vault {vault} rejected the access token ({detail}): check tenantID and that the identity belongs to the vault's tenant")]
+    #[error(
+        "Key Vault {vault} rejected the access token ({detail}): check tenantID and that the identity belongs to the vault's tenant"
+    )]
     Unauthorized {
         /// Vault name.
         vault: String,
@@ -105,12 +113,49 @@ impl KeyVaultError {
 
 /// Cuts service text to one line of bounded length.
 pub(crate) fn clip(text: &str) -> String {
-    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim();
     let mut out: String = line.chars().take(MAX_DETAIL_CHARS).collect();
     if line.chars().count() > MAX_DETAIL_CHARS {
         out.push('…');
     }
     out
+}
+
+/// Wrapper messages the SDK's retry policy puts in front of the real error.
+const GENERIC_CONTEXT: [&str; 2] = [
+    "non-transport error occurred which will not be retried",
+    "retry policy expired and the request will no longer be retried",
+];
+
+/// The messages of an error and its sources, without the SDK's generic wrappers, as one bounded line.
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = text
+            .split(" To troubleshoot, visit")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let redundant = text.is_empty()
+            || GENERIC_CONTEXT.contains(&text.as_str())
+            || parts.iter().any(|p| p.contains(&text));
+        if !redundant {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    clip(&parts.join(": "))
 }
 
 /// Key Vault's error body: `{"error": {"code", "message", "innererror": {"code"}}}`.
@@ -138,7 +183,9 @@ fn service_error(raw: Option<&azure_core::http::RawResponse>) -> (String, String
 }
 
 fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> {
-    let value = raw?.headers().get_optional_str(&azure_core::http::headers::RETRY_AFTER)?;
+    let value = raw?
+        .headers()
+        .get_optional_str(&azure_core::http::headers::RETRY_AFTER)?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
@@ -164,37 +211,71 @@ fn credential_cause(err: &azure_core::Error) -> (Option<u16>, bool) {
 }
 
 /// Turns an SDK error for `object` in `vault` during `permission` (`get`/`list`) into a [`KeyVaultError`].
-pub fn classify(err: &azure_core::Error, vault: &str, object: &str, permission: &'static str) -> KeyVaultError {
+pub fn classify(
+    err: &azure_core::Error,
+    vault: &str,
+    object: &str,
+    permission: &'static str,
+) -> KeyVaultError {
     let vault = vault.to_owned();
     let object = object.to_owned();
     match err.kind() {
-        ErrorKind::HttpResponse { status, raw_response, .. } => {
+        ErrorKind::HttpResponse {
+            status,
+            raw_response,
+            ..
+        } => {
             let raw = raw_response.as_deref();
             let (message, inner) = service_error(raw);
-            let detail = if message.is_empty() { format!("HTTP {}", u16::from(*status)) } else { clip(&message) };
+            let detail = if message.is_empty() {
+                format!("HTTP {}", u16::from(*status))
+            } else {
+                clip(&message)
+            };
             match u16::from(*status) {
                 404 => KeyVaultError::NotFound { vault, object },
                 403 if inner.contains("Disabled") || message.contains("disabled") => {
                     KeyVaultError::Disabled { vault, object }
                 }
-                403 => KeyVaultError::Forbidden { vault, object, permission, detail },
+                403 => KeyVaultError::Forbidden {
+                    vault,
+                    object,
+                    permission,
+                    detail,
+                },
                 401 => KeyVaultError::Unauthorized { vault, detail },
-                429 => KeyVaultError::Throttled { vault, retry_after: retry_after(raw) },
+                429 => KeyVaultError::Throttled {
+                    vault,
+                    retry_after: retry_after(raw),
+                },
                 408 | 500..=599 => KeyVaultError::Unavailable { vault, detail },
-                _ => KeyVaultError::BadResponse { vault, object, detail },
+                _ => KeyVaultError::BadResponse {
+                    vault,
+                    object,
+                    detail,
+                },
             }
         }
         ErrorKind::Credential => {
             let (status, connection) = credential_cause(err);
-            let detail = clip(&err.to_string());
+            let detail = describe(err);
             match status {
-                Some(s) if s == 429 || s >= 500 => KeyVaultError::AuthenticationUnavailable { detail },
+                Some(s) if s == 429 || s >= 500 => {
+                    KeyVaultError::AuthenticationUnavailable { detail }
+                }
                 None if connection => KeyVaultError::AuthenticationUnavailable { detail },
                 _ => KeyVaultError::Authentication { detail },
             }
         }
-        ErrorKind::Connection | ErrorKind::Io => KeyVaultError::Unavailable { vault, detail: clip(&err.to_string()) },
-        _ => KeyVaultError::BadResponse { vault, object, detail: clip(&err.to_string()) },
+        ErrorKind::Connection | ErrorKind::Io => KeyVaultError::Unavailable {
+            vault,
+            detail: clip(&err.to_string()),
+        },
+        _ => KeyVaultError::BadResponse {
+            vault,
+            object,
+            detail: clip(&err.to_string()),
+        },
     }
 }
 
@@ -210,9 +291,21 @@ mod tests {
 
     #[test]
     fn messages() {
-        let e = KeyVaultError::Throttled { vault: "kv1".into(), retry_after: Some(Duration::from_secs(7)) };
-        assert_eq!(e.to_string(), "Key Vault kv1 throttled the requests (HTTP 429), asking to wait 7s; the driver will retry");
-        let e = KeyVaultError::NotFound { vault: "kv1".into(), object: "secret/db".into() };
-        assert_eq!(e.to_string(), "secret/db was not found in Key Vault kv1: check objectName, objectVersion and keyvaultName");
+        let e = KeyVaultError::Throttled {
+            vault: "kv1".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Key Vault kv1 throttled the requests (HTTP 429), asking to wait 7s; the driver will retry"
+        );
+        let e = KeyVaultError::NotFound {
+            vault: "kv1".into(),
+            object: "secret/db".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "secret/db was not found in Key Vault kv1: check objectName, objectVersion and keyvaultName"
+        );
     }
 }

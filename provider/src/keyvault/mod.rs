@@ -43,7 +43,11 @@ pub struct VersionInfo {
 #[async_trait]
 pub trait Vault: Send + Sync {
     /// Reads a secret, the latest version when `version` is `None`.
-    async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<FetchedSecret, KeyVaultError>;
+    async fn get_secret(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedSecret, KeyVaultError>;
 
     /// Lists all versions of a secret (at most [`MAX_VERSIONS_SCANNED`]).
     async fn list_secret_versions(&self, name: &str) -> Result<Vec<VersionInfo>, KeyVaultError>;
@@ -79,7 +83,10 @@ mod tests {
             version_of("https://kv.vault.azure.net/secrets/db/0123abc").as_deref(),
             Some("0123abc")
         );
-        assert_eq!(version_of("https://kv.vault.azure.net/secrets/db/abc/").as_deref(), Some("abc"));
+        assert_eq!(
+            version_of("https://kv.vault.azure.net/secrets/db/abc/").as_deref(),
+            Some("abc")
+        );
         assert_eq!(version_of("https://kv.vault.azure.net/secrets/db"), None);
         assert_eq!(version_of("not a url"), None);
     }

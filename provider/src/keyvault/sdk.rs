@@ -1,6 +1,9 @@
 //! [`Vault`] over the official `azure_security_keyvault_secrets` client.
 
-use super::{FetchedSecret, KeyVaultError, MAX_VERSIONS_SCANNED, Vault, VaultConnector, VersionInfo, classify, version_of};
+use super::{
+    FetchedSecret, KeyVaultError, MAX_VERSIONS_SCANNED, Vault, VaultConnector, VersionInfo,
+    classify, version_of,
+};
 use crate::{sensitive::SecretBytes, transport::HttpTransport};
 use async_trait::async_trait;
 use azure_core::{
@@ -40,10 +43,18 @@ impl SdkConnector {
 }
 
 impl VaultConnector for SdkConnector {
-    fn connect(&self, vault_url: &str, credential: Arc<dyn TokenCredential>) -> Result<Arc<dyn Vault>, KeyVaultError> {
+    fn connect(
+        &self,
+        vault_url: &str,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Result<Arc<dyn Vault>, KeyVaultError> {
         let vault = url::Url::parse(vault_url)
             .ok()
-            .and_then(|u| u.host_str().and_then(|h| h.split('.').next()).map(str::to_owned))
+            .and_then(|u| {
+                u.host_str()
+                    .and_then(|h| h.split('.').next())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| vault_url.to_owned());
         let options = SecretClientOptions {
             client_options: ClientOptions {
@@ -53,10 +64,12 @@ impl VaultConnector for SdkConnector {
             },
             ..SecretClientOptions::default()
         };
-        let client = SecretClient::new(vault_url, credential, Some(options)).map_err(|e| KeyVaultError::BadResponse {
-            vault: vault.clone(),
-            object: "-".into(),
-            detail: format!("invalid vault URL {vault_url}: {e}"),
+        let client = SecretClient::new(vault_url, credential, Some(options)).map_err(|e| {
+            KeyVaultError::BadResponse {
+                vault: vault.clone(),
+                object: "-".into(),
+                detail: format!("invalid vault URL {vault_url}: {e}"),
+            }
         })?;
         Ok(Arc::new(SdkVault { client, vault }))
     }
@@ -70,7 +83,11 @@ pub struct SdkVault {
 
 #[async_trait]
 impl Vault for SdkVault {
-    async fn get_secret(&self, name: &str, version: Option<&str>) -> Result<FetchedSecret, KeyVaultError> {
+    async fn get_secret(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedSecret, KeyVaultError> {
         let object = match version {
             Some(v) => format!("secret/{name} (version {v})"),
             None => format!("secret/{name}"),
@@ -89,8 +106,13 @@ impl Vault for SdkVault {
             object: object.clone(),
             detail: detail.to_owned(),
         };
-        let secret = response.into_model().map_err(|_| bad("the body is not a secret bundle"))?;
-        let id = secret.id.as_deref().ok_or_else(|| bad("the secret has no id"))?;
+        let secret = response
+            .into_model()
+            .map_err(|_| bad("the body is not a secret bundle"))?;
+        let id = secret
+            .id
+            .as_deref()
+            .ok_or_else(|| bad("the secret has no id"))?;
         let found_version = version_of(id).ok_or_else(|| bad("the secret id has no version"))?;
         if let Some(pinned) = version
             && !pinned.eq_ignore_ascii_case(&found_version)
@@ -110,10 +132,17 @@ impl Vault for SdkVault {
         let object = format!("secret/{name}");
         let mut pager = self
             .client
-            .list_secret_properties_versions(name, Some(SecretClientListSecretPropertiesVersionsOptions::default()))
+            .list_secret_properties_versions(
+                name,
+                Some(SecretClientListSecretPropertiesVersionsOptions::default()),
+            )
             .map_err(|e| classify(&e, &self.vault, &object, "list"))?;
         let mut versions = Vec::new();
-        while let Some(item) = pager.try_next().await.map_err(|e| classify(&e, &self.vault, &object, "list"))? {
+        while let Some(item) = pager
+            .try_next()
+            .await
+            .map_err(|e| classify(&e, &self.vault, &object, "list"))?
+        {
             let Some(version) = item.id.as_deref().and_then(version_of) else {
                 continue;
             };

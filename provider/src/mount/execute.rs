@@ -59,7 +59,11 @@ pub struct Mounter {
 
 impl Mounter {
     /// An executor over a credential factory and a vault connector.
-    pub fn new(credentials: CredentialFactory, connector: Arc<dyn VaultConnector>, config: MounterConfig) -> Self {
+    pub fn new(
+        credentials: CredentialFactory,
+        connector: Arc<dyn VaultConnector>,
+        config: MounterConfig,
+    ) -> Self {
         Self {
             credentials,
             connector,
@@ -74,7 +78,10 @@ impl Mounter {
         let vault = self
             .connector
             .connect(&plan.vault_url, credential)
-            .map_err(|source| MountError::Vault { source, identity: identity.clone() })?;
+            .map_err(|source| MountError::Vault {
+                source,
+                identity: identity.clone(),
+            })?;
         let vault_name = plan.spc.keyvault_name.as_str();
         let fetches: Vec<_> = plan
             .spc
@@ -87,7 +94,10 @@ impl Mounter {
             .try_collect()
             .await
             .map_err(|e| match e {
-                FetchError::Vault(source) => MountError::Vault { source, identity: identity.clone() },
+                FetchError::Vault(source) => MountError::Vault {
+                    source,
+                    identity: identity.clone(),
+                },
                 FetchError::Convert(e) => MountError::Convert(e),
             })?;
         let mut output = MountOutput::default();
@@ -141,20 +151,29 @@ async fn fetch_object(
     tracing::trace!(object = %label, vault = vault_name, version = object.version.as_deref().unwrap_or("latest"), "fetching object");
     let mut output = MountOutput::default();
     if object.version_history > 1 {
-        let versions = newest_enabled(vault.list_secret_versions(&object.name).await?, object.version_history);
+        let versions = newest_enabled(
+            vault.list_secret_versions(&object.name).await?,
+            object.version_history,
+        );
         for (index, version) in versions.iter().enumerate() {
-            let secret = vault.get_secret(&object.name, Some(&version.version)).await?;
+            let secret = vault
+                .get_secret(&object.name, Some(&version.version))
+                .await?;
             let contents = secret_contents(&secret, object, &label)?;
             output.files.push(OutputFile {
                 path: format!("{}/{index}", object.file_name()),
                 mode,
                 contents,
             });
-            output.versions.push((format!("{label}/{index}"), secret.version));
+            output
+                .versions
+                .push((format!("{label}/{index}"), secret.version));
         }
         return Ok(output);
     }
-    let secret = vault.get_secret(&object.name, object.version.as_deref()).await?;
+    let secret = vault
+        .get_secret(&object.name, object.version.as_deref())
+        .await?;
     let contents = secret_contents(&secret, object, &label)?;
     output.files.push(OutputFile {
         path: object.file_name().to_owned(),
@@ -168,14 +187,17 @@ async fn fetch_object(
 /// The `n` newest enabled versions, newest first (ties broken by version id for stable output).
 pub(crate) fn newest_enabled(mut versions: Vec<VersionInfo>, n: u32) -> Vec<VersionInfo> {
     versions.retain(|v| v.enabled);
-    versions.sort_by(|a, b| {
-        (Reverse(a.created), &a.version).cmp(&(Reverse(b.created), &b.version))
-    });
+    versions
+        .sort_by(|a, b| (Reverse(a.created), &a.version).cmp(&(Reverse(b.created), &b.version)));
     versions.truncate(n as usize);
     versions
 }
 
-fn secret_contents(secret: &FetchedSecret, object: &KeyVaultObject, label: &str) -> Result<SecretBytes, ConvertError> {
+fn secret_contents(
+    secret: &FetchedSecret,
+    object: &KeyVaultObject,
+    label: &str,
+) -> Result<SecretBytes, ConvertError> {
     let is_pkcs12 = secret.kid.is_some()
         && secret
             .content_type
@@ -205,10 +227,22 @@ mod tests {
 
     #[test]
     fn history_takes_exactly_n_newest_enabled() {
-        let all = vec![v("a", 10, true), v("d", 40, true), v("b", 20, false), v("c", 30, true), v("e", 50, true)];
-        let got: Vec<String> = newest_enabled(all.clone(), 3).into_iter().map(|v| v.version).collect();
+        let all = vec![
+            v("a", 10, true),
+            v("d", 40, true),
+            v("b", 20, false),
+            v("c", 30, true),
+            v("e", 50, true),
+        ];
+        let got: Vec<String> = newest_enabled(all.clone(), 3)
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
         assert_eq!(got, ["e", "d", "c"]);
-        let got: Vec<String> = newest_enabled(all, 10).into_iter().map(|v| v.version).collect();
+        let got: Vec<String> = newest_enabled(all, 10)
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
         assert_eq!(got, ["e", "d", "c", "a"]);
     }
 }

@@ -7,7 +7,10 @@ pub mod request;
 pub use execute::{MountOutput, Mounter, MounterConfig, OutputFile};
 pub use plan::{MountPlan, plan};
 
-use crate::{auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError, spc::SpcError};
+use crate::{
+    auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError,
+    spc::SpcError,
+};
 use std::time::Duration;
 
 /// Everything that can fail in a Mount.
@@ -23,7 +26,9 @@ pub enum MountError {
         problem: String,
     },
     /// A pod attribute the driver always sends is missing.
-    #[error("attribute {0} is missing: the driver always sends it; is the caller the Secrets Store CSI driver?")]
+    #[error(
+        "attribute {0} is missing: the driver always sends it; is the caller the Secrets Store CSI driver?"
+    )]
     MissingPodAttribute(&'static str),
     /// The SecretProviderClass is invalid.
     #[error(transparent)]
@@ -46,10 +51,14 @@ pub enum MountError {
     #[error(transparent)]
     Convert(#[from] ConvertError),
     /// The Mount did not finish in time.
-    #[error("the Mount did not finish within {0:?}; Key Vault or the token service is slow; the driver will retry")]
+    #[error(
+        "the Mount did not finish within {0:?}; Key Vault or the token service is slow; the driver will retry"
+    )]
     Timeout(Duration),
     /// The reply would exceed what the driver accepts.
-    #[error("the files of this volume total {total} bytes, more than the {limit} bytes the driver accepts by default; raise the driver's --max-call-recv-msg-size or mount fewer objects")]
+    #[error(
+        "the files of this volume total {total} bytes, more than the {limit} bytes the driver accepts by default; raise the driver's --max-call-recv-msg-size or mount fewer objects"
+    )]
     TooLarge {
         /// Bytes of all files.
         total: usize,

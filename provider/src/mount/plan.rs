@@ -51,7 +51,10 @@ pub fn plan(req: &MountRequest, default_cloud: CloudName) -> Result<MountPlan, M
 }
 
 /// Case-insensitive lookup in the node-publish secret.
-fn secret_value<'a>(secrets: &'a HashMap<String, SecretString>, key: &str) -> Option<&'a SecretString> {
+fn secret_value<'a>(
+    secrets: &'a HashMap<String, SecretString>,
+    key: &str,
+) -> Option<&'a SecretString> {
     secrets
         .iter()
         .find(|(k, v)| k.trim().eq_ignore_ascii_case(key) && !v.expose().trim().is_empty())
@@ -83,12 +86,12 @@ fn identity(
         return Err(AuthError::IdentityBindingUnsupported);
     }
     if !params.client_id.is_empty() {
-        let token = request::service_account_token(attrs, WORKLOAD_IDENTITY_AUDIENCE)?.ok_or_else(|| {
-            AuthError::MissingToken {
+        let token = request::service_account_token(attrs, WORKLOAD_IDENTITY_AUDIENCE)?.ok_or_else(
+            || AuthError::MissingToken {
                 client_id: params.client_id.clone(),
                 audience: WORKLOAD_IDENTITY_AUDIENCE,
-            }
-        })?;
+            },
+        )?;
         return Ok(Identity::WorkloadIdentity {
             tenant_id: spc.tenant_id.clone(),
             client_id: params.client_id.clone(),
@@ -96,12 +99,16 @@ fn identity(
         });
     }
     if secrets.is_empty() {
-        return Err(AuthError::NoIdentity("the volume has no nodePublishSecretRef"));
+        return Err(AuthError::NoIdentity(
+            "the volume has no nodePublishSecretRef",
+        ));
     }
-    let client_id = secret_value(secrets, "clientid")
-        .ok_or(AuthError::NoIdentity("the node-publish secret has no clientid"))?;
-    let client_secret = secret_value(secrets, "clientsecret")
-        .ok_or(AuthError::NoIdentity("the node-publish secret has no clientsecret"))?;
+    let client_id = secret_value(secrets, "clientid").ok_or(AuthError::NoIdentity(
+        "the node-publish secret has no clientid",
+    ))?;
+    let client_secret = secret_value(secrets, "clientsecret").ok_or(AuthError::NoIdentity(
+        "the node-publish secret has no clientsecret",
+    ))?;
     Ok(Identity::ServicePrincipal {
         tenant_id: spc.tenant_id.clone(),
         client_id: client_id.expose().trim().to_owned(),
@@ -141,17 +148,44 @@ mod tests {
 
     #[test]
     fn identity_choice() {
-        let p = planned(&[("useVMManagedIdentity", "true"), ("userAssignedIdentityID", "uai-1")], "{}");
-        assert_eq!(p.map(|p| p.identity.to_string()), Ok("user-assigned managed identity (client id uai-1)".into()));
+        let p = planned(
+            &[
+                ("useVMManagedIdentity", "true"),
+                ("userAssignedIdentityID", "uai-1"),
+            ],
+            "{}",
+        );
+        assert_eq!(
+            p.map(|p| p.identity.to_string()),
+            Ok("user-assigned managed identity (client id uai-1)".into())
+        );
         let p = planned(&[("usePodIdentity", "true")], "{}");
-        assert_eq!(p.map(|p| p.identity.to_string()), Ok("pod identity of pod shop/web-0".into()));
+        assert_eq!(
+            p.map(|p| p.identity.to_string()),
+            Ok("pod identity of pod shop/web-0".into())
+        );
         let p = planned(&[], r#"{"ClientID":"app-1","ClientSecret":"s3cr3t"}"#);
-        assert_eq!(p.as_ref().map(|p| p.identity.to_string()), Ok("service principal (clientid app-1, tenant tenant-1)".into()));
-        assert!(!format!("{:?}", p).contains("s3cr3t"));
+        assert_eq!(
+            p.as_ref().map(|p| p.identity.to_string()),
+            Ok("service principal (clientid app-1, tenant tenant-1)".into())
+        );
+        assert!(!format!("{p:?}").contains("s3cr3t"));
         let tokens = r#"{"api://AzureADTokenExchange":{"token":"jwt","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
-        let p = planned(&[("clientID", "wi-1"), (request::SERVICE_ACCOUNT_TOKENS, tokens)], "");
-        assert_eq!(p.as_ref().map(|p| p.identity.mode()), Ok("workload_identity"));
-        assert_eq!(p.map(|p| p.vault_url), Ok("https://kv1.vault.azure.net/".into()));
+        let p = planned(
+            &[
+                ("clientID", "wi-1"),
+                (request::SERVICE_ACCOUNT_TOKENS, tokens),
+            ],
+            "",
+        );
+        assert_eq!(
+            p.as_ref().map(|p| p.identity.mode()),
+            Ok("workload_identity")
+        );
+        assert_eq!(
+            p.map(|p| p.vault_url),
+            Ok("https://kv1.vault.azure.net/".into())
+        );
     }
 
     #[test]
@@ -159,27 +193,56 @@ mod tests {
         let e = planned(&[("clientID", "wi-1")], "");
         assert_eq!(
             e.err().as_deref(),
-            Some("clientID \"wi-1\" selects workload identity, but the driver sent no service account token for audience api://AzureADTokenExchange: add {\"audience\": \"api://AzureADTokenExchange\"} to spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io (Helm: tokenRequests) and keep requiresRepublish: true")
+            Some(
+                "clientID \"wi-1\" selects workload identity, but the driver sent no service account token for audience api://AzureADTokenExchange: add {\"audience\": \"api://AzureADTokenExchange\"} to spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io (Helm: tokenRequests) and keep requiresRepublish: true"
+            )
         );
         let e = planned(&[], "{}");
-        assert!(e.err().unwrap_or_default().ends_with("(the volume has no nodePublishSecretRef)"));
+        assert!(
+            e.err()
+                .unwrap_or_default()
+                .ends_with("(the volume has no nodePublishSecretRef)")
+        );
         let e = planned(&[], r#"{"clientid":"a"}"#);
-        assert!(e.err().unwrap_or_default().ends_with("(the node-publish secret has no clientsecret)"));
+        assert!(
+            e.err()
+                .unwrap_or_default()
+                .ends_with("(the node-publish secret has no clientsecret)")
+        );
         let e = planned(&[("useAzureTokenProxy", "true"), ("clientID", "x")], "");
-        assert_eq!(e.err().as_deref(), Some("useAzureTokenProxy (AKS identity binding) is not supported by this provider yet; use workload identity (clientID) instead"));
+        assert_eq!(
+            e.err().as_deref(),
+            Some(
+                "useAzureTokenProxy (AKS identity binding) is not supported by this provider yet; use workload identity (clientID) instead"
+            )
+        );
     }
 
     #[test]
     fn pod_attributes_are_required() {
         let mut req = request(&[], "{}");
-        req.attributes = serde_json::json!({"keyvaultName": "kv1", "tenantID": "t", "objects": OBJECTS}).to_string();
+        req.attributes =
+            serde_json::json!({"keyvaultName": "kv1", "tenantID": "t", "objects": OBJECTS})
+                .to_string();
         let e = plan(&req, CloudName::Public).err().map(|e| e.to_string());
-        assert_eq!(e.as_deref(), Some("attribute csi.storage.k8s.io/pod.name is missing: the driver always sends it; is the caller the Secrets Store CSI driver?"));
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "attribute csi.storage.k8s.io/pod.name is missing: the driver always sends it; is the caller the Secrets Store CSI driver?"
+            )
+        );
     }
 
     #[test]
     fn stack_cloud_needs_a_file() {
-        let e = planned(&[("cloudName", "AzureStackCloud"), ("usePodIdentity", "true")], "{}");
-        assert!(e.err().unwrap_or_default().starts_with("cloudName AzureStackCloud needs cloudEnvFileName"));
+        let e = planned(
+            &[("cloudName", "AzureStackCloud"), ("usePodIdentity", "true")],
+            "{}",
+        );
+        assert!(
+            e.err()
+                .unwrap_or_default()
+                .starts_with("cloudName AzureStackCloud needs cloudEnvFileName")
+        );
     }
 }

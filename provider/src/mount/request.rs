@@ -51,7 +51,10 @@ fn string_map(json: &str, field: &'static str) -> Result<HashMap<String, String>
     if json.len() > MAX_JSON_BYTES {
         return Err(MountError::Request {
             field,
-            problem: format!("is {} bytes; at most {MAX_JSON_BYTES} are accepted", json.len()),
+            problem: format!(
+                "is {} bytes; at most {MAX_JSON_BYTES} are accepted",
+                json.len()
+            ),
         });
     }
     // serde_json's messages can quote values; only its position is reported.
@@ -112,11 +115,18 @@ pub fn service_account_token(
     attrs: &HashMap<String, String>,
     audience: &str,
 ) -> Result<Option<SecretString>, crate::auth::AuthError> {
-    let Some(raw) = attrs.get(SERVICE_ACCOUNT_TOKENS).filter(|t| !t.trim().is_empty()) else {
+    let Some(raw) = attrs
+        .get(SERVICE_ACCOUNT_TOKENS)
+        .filter(|t| !t.trim().is_empty())
+    else {
         return Ok(None);
     };
     let mut tokens: HashMap<String, TokenEntry> = serde_json::from_str(raw).map_err(|e| {
-        crate::auth::AuthError::BadTokens(format!("error at line {} column {}", e.line(), e.column()))
+        crate::auth::AuthError::BadTokens(format!(
+            "error at line {} column {}",
+            e.line(),
+            e.column()
+        ))
     })?;
     Ok(tokens
         .remove(audience)
@@ -133,16 +143,28 @@ mod tests {
         assert!(matches!(permission("420"), Ok(0o644)));
         assert!(matches!(permission(" 384 "), Ok(0o600)));
         for bad in ["", "0644x", "-1", "512", "\"420\"", "4.2"] {
-            let e = permission(bad).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(e.starts_with("Mount request field permission is "), "{bad}: {e}");
+            let e = permission(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.starts_with("Mount request field permission is "),
+                "{bad}: {e}"
+            );
         }
     }
 
     #[test]
     fn json_errors_do_not_quote_values() {
-        let e = attributes(r#"{"a": 12345678}"#).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = attributes(r#"{"a": 12345678}"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(!e.contains("12345678"), "{e}");
-        assert_eq!(e, "Mount request field attributes is not a JSON object of string values (error at line 1 column 14)");
+        assert_eq!(
+            e,
+            "Mount request field attributes is not a JSON object of string values (error at line 1 column 14)"
+        );
         let s = secrets("").ok().map(|m| m.len());
         assert_eq!(s, Some(0));
     }
@@ -154,11 +176,19 @@ mod tests {
             SERVICE_ACCOUNT_TOKENS.to_owned(),
             r#"{"api://AzureADTokenExchange":{"token":"jwt-1","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.to_owned(),
         );
-        let t = service_account_token(&attrs, "api://AzureADTokenExchange").ok().flatten();
+        let t = service_account_token(&attrs, "api://AzureADTokenExchange")
+            .ok()
+            .flatten();
         assert_eq!(t.map(|t| t.expose().to_owned()), Some("jwt-1".into()));
         assert!(matches!(service_account_token(&attrs, "other"), Ok(None)));
-        attrs.insert(SERVICE_ACCOUNT_TOKENS.to_owned(), "not json secret-xyz".into());
-        let e = service_account_token(&attrs, "x").err().map(|e| e.to_string()).unwrap_or_default();
+        attrs.insert(
+            SERVICE_ACCOUNT_TOKENS.to_owned(),
+            "not json secret-xyz".into(),
+        );
+        let e = service_account_token(&attrs, "x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(!e.contains("secret-xyz"));
     }
 }

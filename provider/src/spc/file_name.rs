@@ -34,7 +34,9 @@ pub fn check(name: &str) -> Result<(), &'static str> {
             "." => return Err("must not contain '.' path elements"),
             ".." => return Err("must not contain '..' path elements"),
             e if e.starts_with("..") => {
-                return Err("must not have path elements starting with '..' (reserved by the driver's atomic writer)");
+                return Err(
+                    "must not have path elements starting with '..' (reserved by the driver's atomic writer)",
+                );
             }
             e if e.len() > MAX_ELEMENT_BYTES => {
                 return Err("must not have path elements longer than 255 bytes");
@@ -51,7 +53,15 @@ mod tests {
 
     #[test]
     fn accepts_plain_and_nested_names() {
-        for ok in ["a", "db-password", "tls/tls.crt", "a.b", ".hidden", "x/y/z", "ünï"] {
+        for ok in [
+            "a",
+            "db-password",
+            "tls/tls.crt",
+            "a.b",
+            ".hidden",
+            "x/y/z",
+            "ünï",
+        ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
     }
@@ -61,8 +71,23 @@ mod tests {
         let long = "a".repeat(256);
         let very_long = "a/".repeat(600);
         for bad in [
-            "", "/etc/passwd", "../x", "a/../../x", "..", ".", "a/./b", "a//b", "a/", "..data",
-            "..2024_01_01", "a\\..\\b", "C:\\x", "a\u{0}b", "a\nb", "\u{202E}txt", long.as_str(),
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "..",
+            ".",
+            "a/./b",
+            "a//b",
+            "a/",
+            "..data",
+            "..2024_01_01",
+            "a\\..\\b",
+            "C:\\x",
+            "a\u{0}b",
+            "a\nb",
+            "\u{202E}txt",
+            long.as_str(),
             very_long.as_str(),
         ] {
             assert!(check(bad).is_err(), "{bad:?} should be rejected");

@@ -52,7 +52,9 @@ pub enum SpcError {
         problem: String,
     },
     /// Two objects would write the same file, or one's file is another's folder.
-    #[error("objects {first} and {second} both write \"{path}\": give one of them a different objectAlias")]
+    #[error(
+        "objects {first} and {second} both write \"{path}\": give one of them a different objectAlias"
+    )]
     FileConflict {
         /// Conflicting path.
         path: String,
@@ -235,13 +237,20 @@ mod tests {
     use super::*;
 
     fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     const OBJECTS: &str = "array:\n  - |\n    objectName: s1\n    objectType: secret\n";
 
     fn base() -> Vec<(&'static str, &'static str)> {
-        vec![("keyvaultName", "kv-one"), ("tenantID", "t1"), ("objects", OBJECTS)]
+        vec![
+            ("keyvaultName", "kv-one"),
+            ("tenantID", "t1"),
+            ("objects", OBJECTS),
+        ]
     }
 
     fn err(pairs: &[(&str, &str)]) -> String {
@@ -255,7 +264,10 @@ mod tests {
     fn minimal_spc() {
         let spc = SecretProviderClass::from_attributes(&attrs(&base()));
         let spc = spc.ok();
-        assert_eq!(spc.as_ref().map(|s| s.keyvault_name.as_str()), Some("kv-one"));
+        assert_eq!(
+            spc.as_ref().map(|s| s.keyvault_name.as_str()),
+            Some("kv-one")
+        );
         assert_eq!(spc.as_ref().map(|s| s.objects.len()), Some(1));
         assert_eq!(spc.as_ref().and_then(|s| s.cloud_name), None);
     }
@@ -268,9 +280,16 @@ mod tests {
         p.push(("tenantId", "lower"));
         p.push(("unknownKey", "ignored"));
         let spc = SecretProviderClass::from_attributes(&attrs(&p)).ok();
-        assert_eq!(spc.as_ref().map(|s| s.keyvault_name.as_str()), Some("kv-one"));
+        assert_eq!(
+            spc.as_ref().map(|s| s.keyvault_name.as_str()),
+            Some("kv-one")
+        );
         assert_eq!(spc.as_ref().map(|s| s.tenant_id.as_str()), Some("upper"));
-        let legacy = [("keyvaultName", "kv-one"), ("tenantId", "lower"), ("objects", OBJECTS)];
+        let legacy = [
+            ("keyvaultName", "kv-one"),
+            ("tenantId", "lower"),
+            ("objects", OBJECTS),
+        ];
         let spc = SecretProviderClass::from_attributes(&attrs(&legacy)).ok();
         assert_eq!(spc.map(|s| s.tenant_id), Some("lower".to_owned()));
     }
@@ -283,15 +302,27 @@ mod tests {
                 "parameter keyvaultName is required: set it to the name of the Key Vault (not its URL)",
             ),
             (
-                vec![("keyvaultName", "kv"), ("tenantID", "t"), ("objects", OBJECTS)],
+                vec![
+                    ("keyvaultName", "kv"),
+                    ("tenantID", "t"),
+                    ("objects", OBJECTS),
+                ],
                 "parameter keyvaultName is \"kv\": a vault name has 3 to 24 characters of letters, digits and '-'",
             ),
             (
-                vec![("keyvaultName", "kv_under"), ("tenantID", "t"), ("objects", OBJECTS)],
+                vec![
+                    ("keyvaultName", "kv_under"),
+                    ("tenantID", "t"),
+                    ("objects", OBJECTS),
+                ],
                 "parameter keyvaultName is \"kv_under\": a vault name has 3 to 24 characters of letters, digits and '-'",
             ),
             (
-                vec![("keyvaultName", "abcdefghijklmnopqrstuvwxy"), ("tenantID", "t"), ("objects", OBJECTS)],
+                vec![
+                    ("keyvaultName", "abcdefghijklmnopqrstuvwxy"),
+                    ("tenantID", "t"),
+                    ("objects", OBJECTS),
+                ],
                 "parameter keyvaultName is \"abcdefghijklmnopqrstuvwxy\": a vault name has 3 to 24 characters of letters, digits and '-'",
             ),
             (
@@ -299,15 +330,29 @@ mod tests {
                 "parameter tenantID is required: set it to the Entra ID tenant (directory) id of the vault",
             ),
             (
-                vec![("keyvaultName", "kv1"), ("tenantID", "a/b"), ("objects", OBJECTS)],
+                vec![
+                    ("keyvaultName", "kv1"),
+                    ("tenantID", "a/b"),
+                    ("objects", OBJECTS),
+                ],
                 "parameter tenantID is \"a/b\": a tenant is a GUID or a domain name (letters, digits, '-', '.')",
             ),
             (
-                vec![("keyvaultName", "kv1"), ("tenantID", "t"), ("cloudName", "AzureGermanCloud"), ("objects", OBJECTS)],
+                vec![
+                    ("keyvaultName", "kv1"),
+                    ("tenantID", "t"),
+                    ("cloudName", "AzureGermanCloud"),
+                    ("objects", OBJECTS),
+                ],
                 "parameter cloudName is \"AzureGermanCloud\", not one of AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud (case-insensitive)",
             ),
             (
-                vec![("keyvaultName", "kv1"), ("tenantID", "t"), ("usePodIdentity", "yes"), ("objects", OBJECTS)],
+                vec![
+                    ("keyvaultName", "kv1"),
+                    ("tenantID", "t"),
+                    ("usePodIdentity", "yes"),
+                    ("objects", OBJECTS),
+                ],
                 "parameter usePodIdentity is \"yes\", which is not a boolean (use true or false)",
             ),
             (
@@ -328,11 +373,24 @@ mod tests {
 
     #[test]
     fn boolean_forms() {
-        for (value, want) in [("true", true), ("TRUE", true), ("1", true), ("t", true), ("false", false), ("0", false), ("F", false), ("", false)] {
+        for (value, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("t", true),
+            ("false", false),
+            ("0", false),
+            ("F", false),
+            ("", false),
+        ] {
             let mut p = base();
             p.push(("useVMManagedIdentity", value));
             let spc = SecretProviderClass::from_attributes(&attrs(&p)).ok();
-            assert_eq!(spc.map(|s| s.identity.use_vm_managed_identity), Some(want), "{value}");
+            assert_eq!(
+                spc.map(|s| s.identity.use_vm_managed_identity),
+                Some(want),
+                "{value}"
+            );
         }
     }
 }

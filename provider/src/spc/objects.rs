@@ -79,42 +79,14 @@ impl KeyVaultObject {
     }
 }
 
-/// A YAML scalar as found in an object description.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-    Null(()),
-}
-
-impl Scalar {
-    fn text(&self) -> String {
-        match self {
-            Self::Bool(b) => b.to_string(),
-            Self::Int(i) => i.to_string(),
-            Self::Float(f) => f.to_string(),
-            Self::Text(s) => s.trim().to_owned(),
-            Self::Null(()) => String::new(),
-        }
-    }
-}
-
-type Fields = BTreeMap<String, Scalar>;
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Entry {
-    Text(String),
-    Map(Fields),
-}
+/// Object fields as written. Scalars are read as their source text, so `off`, `yes` or `0600`
+/// stay strings (YAML 1.1 booleans and octals do not change names or modes).
+type Fields = BTreeMap<String, Option<String>>;
 
 #[derive(Debug, Deserialize)]
 struct ObjectsDoc {
     #[serde(default)]
-    array: Vec<Entry>,
+    array: Vec<String>,
 }
 
 fn short(e: &serde_saphyr::Error) -> String {
@@ -140,7 +112,7 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<KeyVaultObject>, SpcError> {
     }
     let doc: ObjectsDoc = serde_saphyr::from_str(yaml).map_err(|e| {
         SpcError::ObjectsYaml(format!(
-            "is not valid YAML of the form array: [<object>, ...]: {}",
+            "is not valid YAML of the form array: [\"<object YAML>\", ...] (each object is a string): {}",
             short(&e)
         ))
     })?;
@@ -156,15 +128,12 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<KeyVaultObject>, SpcError> {
         )));
     }
     let mut objects = Vec::with_capacity(doc.array.len());
-    for (index, entry) in doc.array.into_iter().enumerate() {
-        let fields = match entry {
-            Entry::Map(fields) => fields,
-            Entry::Text(text) => serde_saphyr::from_str::<Fields>(&text).map_err(|e| SpcError::Object {
-                index,
-                object: "<unnamed>".into(),
-                problem: format!("is not a YAML mapping of object fields: {}", short(&e)),
-            })?,
-        };
+    for (index, text) in doc.array.iter().enumerate() {
+        let fields = serde_saphyr::from_str::<Fields>(text).map_err(|e| SpcError::Object {
+            index,
+            object: "<unnamed>".into(),
+            problem: format!("is not a YAML mapping of object fields: {}", short(&e)),
+        })?;
         objects.push(parse_object(index, &fields)?);
     }
     check_file_conflicts(&objects)?;
@@ -172,9 +141,14 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<KeyVaultObject>, SpcError> {
 }
 
 fn field(fields: &Fields, key: &str) -> String {
-    fields.get(key).map(Scalar::text).unwrap_or_default()
+    fields
+        .get(key)
+        .and_then(Option::as_deref)
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
 }
 
+#[allow(clippy::too_many_lines)] // one validation step per field, in the order of the docs
 fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcError> {
     let name = field(fields, "objectName");
     let shown = if name.is_empty() {
@@ -196,7 +170,11 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         "secret" => ObjectType::Secret,
         "key" => ObjectType::Key,
         "cert" => ObjectType::Cert,
-        "" => return Err(fail("objectType is required: one of secret, key, cert".into())),
+        "" => {
+            return Err(fail(
+                "objectType is required: one of secret, key, cert".into(),
+            ));
+        }
         other => {
             return Err(fail(format!(
                 "objectType \"{}\" is not one of secret, key, cert (names are case-sensitive)",
@@ -261,7 +239,11 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
     let alias = Some(field(fields, "objectAlias")).filter(|a| !a.is_empty());
     let file = alias.as_deref().unwrap_or(&name);
     if let Err(problem) = file_name::check(file) {
-        let which = if alias.is_some() { "objectAlias" } else { "objectName" };
+        let which = if alias.is_some() {
+            "objectAlias"
+        } else {
+            "objectName"
+        };
         return Err(fail(format!(
             "{which} \"{}\" is not a usable file name: it {problem}",
             file.escape_debug()
@@ -323,7 +305,9 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
 fn planned_paths(object: &KeyVaultObject) -> Vec<String> {
     let base = object.file_name();
     if object.version_history > 1 {
-        (0..object.version_history).map(|i| format!("{base}/{i}")).collect()
+        (0..object.version_history)
+            .map(|i| format!("{base}/{i}"))
+            .collect()
     } else {
         vec![base.to_owned()]
     }
@@ -344,7 +328,14 @@ fn check_file_conflicts(objects: &[KeyVaultObject]) -> Result<(), SpcError> {
                 return Err(conflict(other));
             }
             let mut prefix = String::new();
-            for element in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+            for element in path
+                .split('/')
+                .collect::<Vec<_>>()
+                .iter()
+                .rev()
+                .skip(1)
+                .rev()
+            {
                 if !prefix.is_empty() {
                     prefix.push('/');
                 }
@@ -365,7 +356,7 @@ mod tests {
     use super::*;
 
     fn one(body: &str) -> Result<KeyVaultObject, String> {
-        let indented: String = body.lines().map(|l| format!("    {l}\n")).collect();
+        let indented: String = body.lines().flat_map(|l| ["    ", l, "\n"]).collect();
         let yaml = format!("array:\n  - |\n{indented}");
         parse_objects(&yaml)
             .map_err(|e| e.to_string())
@@ -374,7 +365,9 @@ mod tests {
 
     #[test]
     fn full_object() {
-        let o = one("objectName: db-pass\nobjectType: secret\nobjectVersion: abc123\nobjectAlias: db/password\nobjectEncoding: BASE64\nfilePermission: \"0600\"\nobjectFormat: PFX");
+        let o = one(
+            "objectName: db-pass\nobjectType: secret\nobjectVersion: abc123\nobjectAlias: db/password\nobjectEncoding: BASE64\nfilePermission: \"0600\"\nobjectFormat: PFX",
+        );
         let o = o.ok();
         assert_eq!(
             o,
@@ -393,42 +386,110 @@ mod tests {
 
     #[test]
     fn defaults_and_trimming() {
-        let o = one("objectName: '  s1  '\nobjectType: key\nobjectVersion: ''\nobjectVersionHistory: 0").ok();
+        let o = one(
+            "objectName: '  s1  '\nobjectType: key\nobjectVersion: ''\nobjectVersionHistory: 0",
+        )
+        .ok();
         assert_eq!(o.as_ref().map(KeyVaultObject::file_name), Some("s1"));
         assert_eq!(o.as_ref().map(|o| o.version.clone()), Some(None));
         assert_eq!(o.as_ref().map(|o| o.version_history), Some(1));
         assert_eq!(o.map(|o| o.version_id()), Some("key/s1".into()));
-        let o = one("objectName: s1\nobjectType: secret\nobjectVersionHistory: 3\nfilePermission: 600").ok();
+        let o =
+            one("objectName: s1\nobjectType: secret\nobjectVersionHistory: 3\nfilePermission: 600")
+                .ok();
         assert_eq!(o.as_ref().map(|o| o.version_history), Some(3));
         assert_eq!(o.map(|o| o.file_permission), Some(Some(0o600)));
     }
 
     #[test]
-    fn mapping_entries_are_accepted() {
-        let yaml = "array:\n  - objectName: a\n    objectType: secret\n  - objectName: b\n    objectType: cert\n";
-        let names: Vec<String> = parse_objects(yaml).map(|v| v.into_iter().map(|o| o.name).collect()).unwrap_or_default();
-        assert_eq!(names, ["a", "b"]);
+    fn mapping_entries_are_rejected_with_a_hint() {
+        let yaml = "array:\n  - objectName: a\n    objectType: secret\n";
+        let e = parse_objects(yaml)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("parameter objects is not valid YAML of the form array: [\"<object YAML>\", ...] (each object is a string)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn yaml_1_1_lookalikes_stay_strings() {
+        let o =
+            one("objectName: off\nobjectType: secret\nobjectAlias: yes\nfilePermission: 0600").ok();
+        assert_eq!(o.as_ref().map(|o| o.name.as_str()), Some("off"));
+        assert_eq!(o.as_ref().map(KeyVaultObject::file_name), Some("yes"));
+        assert_eq!(o.map(|o| o.file_permission), Some(Some(0o600)));
     }
 
     #[test]
     fn object_errors() {
         let cases = [
-            ("objectType: secret", "object <unnamed> (objects.array[0]): objectName is required"),
-            ("objectName: s", "object \"s\" (objects.array[0]): objectType is required: one of secret, key, cert"),
-            ("objectName: s\nobjectType: Secret", "object \"s\" (objects.array[0]): objectType \"Secret\" is not one of secret, key, cert (names are case-sensitive)"),
-            ("objectName: s\nobjectType: key\nobjectFormat: pfx", "object \"s\" (objects.array[0]): objectFormat pfx is only supported for objectType secret, not key"),
-            ("objectName: s\nobjectType: secret\nobjectFormat: der", "object \"s\" (objects.array[0]): objectFormat \"der\" is not one of pem, pfx"),
-            ("objectName: s\nobjectType: cert\nobjectEncoding: hex", "object \"s\" (objects.array[0]): objectEncoding is only supported for objectType secret, not cert"),
-            ("objectName: s\nobjectType: secret\nobjectEncoding: utf16", "object \"s\" (objects.array[0]): objectEncoding \"utf16\" is not one of utf-8, hex, base64"),
-            ("objectName: s\nobjectType: secret\nfilePermission: rw-r--r--", "object \"s\" (objects.array[0]): filePermission \"rw-r--r--\" is not an octal file mode such as 0644 or 0600 (at most 0777)"),
-            ("objectName: s\nobjectType: secret\nfilePermission: '0800'", "object \"s\" (objects.array[0]): filePermission \"0800\" is not an octal file mode such as 0644 or 0600 (at most 0777)"),
-            ("objectName: s\nobjectType: secret\nfilePermission: '4755'", "object \"s\" (objects.array[0]): filePermission \"4755\" is not an octal file mode such as 0644 or 0600 (at most 0777)"),
-            ("objectName: s\nobjectType: secret\nobjectVersionHistory: -1", "object \"s\" (objects.array[0]): objectVersionHistory \"-1\" is not a whole number from 0 to 100"),
-            ("objectName: s\nobjectType: secret\nobjectVersionHistory: 3\nobjectVersion: abc", "object \"s\" (objects.array[0]): objectVersionHistory and objectVersion cannot be combined: history always starts at the latest version"),
-            ("objectName: s\nobjectType: secret\nobjectAlias: ../etc/passwd", "object \"s\" (objects.array[0]): objectAlias \"../etc/passwd\" is not a usable file name: it must not contain '..' path elements"),
-            ("objectName: s\nobjectType: secret\nobjectAlias: /abs", "object \"s\" (objects.array[0]): objectAlias \"/abs\" is not a usable file name: it must be a relative path (it starts with '/')"),
-            ("objectName: s/x\nobjectType: secret", "object \"s/x\" (objects.array[0]): objectName must be a Key Vault object name: 1-127 characters of letters, digits and '-'"),
-            ("objectName: s\nobjectType: secret\nobjectVersion: a/b", "object \"s\" (objects.array[0]): objectVersion \"a/b\" is not a Key Vault version id (letters and digits, e.g. 32 hex characters)"),
+            (
+                "objectType: secret",
+                "object <unnamed> (objects.array[0]): objectName is required",
+            ),
+            (
+                "objectName: s",
+                "object \"s\" (objects.array[0]): objectType is required: one of secret, key, cert",
+            ),
+            (
+                "objectName: s\nobjectType: Secret",
+                "object \"s\" (objects.array[0]): objectType \"Secret\" is not one of secret, key, cert (names are case-sensitive)",
+            ),
+            (
+                "objectName: s\nobjectType: key\nobjectFormat: pfx",
+                "object \"s\" (objects.array[0]): objectFormat pfx is only supported for objectType secret, not key",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nobjectFormat: der",
+                "object \"s\" (objects.array[0]): objectFormat \"der\" is not one of pem, pfx",
+            ),
+            (
+                "objectName: s\nobjectType: cert\nobjectEncoding: hex",
+                "object \"s\" (objects.array[0]): objectEncoding is only supported for objectType secret, not cert",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nobjectEncoding: utf16",
+                "object \"s\" (objects.array[0]): objectEncoding \"utf16\" is not one of utf-8, hex, base64",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nfilePermission: rw-r--r--",
+                "object \"s\" (objects.array[0]): filePermission \"rw-r--r--\" is not an octal file mode such as 0644 or 0600 (at most 0777)",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nfilePermission: '0800'",
+                "object \"s\" (objects.array[0]): filePermission \"0800\" is not an octal file mode such as 0644 or 0600 (at most 0777)",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nfilePermission: '4755'",
+                "object \"s\" (objects.array[0]): filePermission \"4755\" is not an octal file mode such as 0644 or 0600 (at most 0777)",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nobjectVersionHistory: -1",
+                "object \"s\" (objects.array[0]): objectVersionHistory \"-1\" is not a whole number from 0 to 100",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nobjectVersionHistory: 3\nobjectVersion: abc",
+                "object \"s\" (objects.array[0]): objectVersionHistory and objectVersion cannot be combined: history always starts at the latest version",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nobjectAlias: ../etc/passwd",
+                "object \"s\" (objects.array[0]): objectAlias \"../etc/passwd\" is not a usable file name: it must not contain '..' path elements",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nobjectAlias: /abs",
+                "object \"s\" (objects.array[0]): objectAlias \"/abs\" is not a usable file name: it must be a relative path (it starts with '/')",
+            ),
+            (
+                "objectName: s/x\nobjectType: secret",
+                "object \"s/x\" (objects.array[0]): objectName must be a Key Vault object name: 1-127 characters of letters, digits and '-'",
+            ),
+            (
+                "objectName: s\nobjectType: secret\nobjectVersion: a/b",
+                "object \"s\" (objects.array[0]): objectVersion \"a/b\" is not a Key Vault version id (letters and digits, e.g. 32 hex characters)",
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(one(body).err().as_deref(), Some(want), "{body}");
@@ -439,16 +500,35 @@ mod tests {
     fn document_errors() {
         assert_eq!(
             parse_objects("").err().map(|e| e.to_string()).as_deref(),
-            Some("parameter objects is required: list the objects to mount as YAML: array: [\"objectName: x\\nobjectType: secret\"]")
+            Some(
+                "parameter objects is required: list the objects to mount as YAML: array: [\"objectName: x\\nobjectType: secret\"]"
+            )
         );
         assert_eq!(
-            parse_objects("array: []").err().map(|e| e.to_string()).as_deref(),
+            parse_objects("array: []")
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
             Some("parameter objects has no objects: its array must list at least one object")
         );
-        let bad = parse_objects("array: [unclosed").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(bad.starts_with("parameter objects is not valid YAML of the form array: [<object>, ...]: "), "{bad}");
-        let bad = parse_objects("array:\n  - '[1, 2]'").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(bad.starts_with("object <unnamed> (objects.array[0]): is not a YAML mapping of object fields"), "{bad}");
+        let bad = parse_objects("array: [unclosed")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            bad.starts_with("parameter objects is not valid YAML of the form array: "),
+            "{bad}"
+        );
+        let bad = parse_objects("array:\n  - '[1, 2]'")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            bad.starts_with(
+                "object <unnamed> (objects.array[0]): is not a YAML mapping of object fields"
+            ),
+            "{bad}"
+        );
     }
 
     #[test]
@@ -456,7 +536,9 @@ mod tests {
         let yaml = "array:\n  - |\n    objectName: a\n    objectType: secret\n  - |\n    objectName: b\n    objectType: secret\n    objectAlias: a\n";
         assert_eq!(
             parse_objects(yaml).err().map(|e| e.to_string()).as_deref(),
-            Some("objects \"a\" and \"b\" both write \"a\": give one of them a different objectAlias")
+            Some(
+                "objects \"a\" and \"b\" both write \"a\": give one of them a different objectAlias"
+            )
         );
         let yaml = "array:\n  - |\n    objectName: a\n    objectType: secret\n  - |\n    objectName: b\n    objectType: secret\n    objectAlias: a/x\n";
         assert!(parse_objects(yaml).is_err());

@@ -1,0 +1,849 @@
+//! Exercises the fake Azure services used by the integration tests.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::fake_azure::{
+    FakeAzure, Fault, Recorded, SYSTEM_ASSIGNED_CLIENT_ID, SecretOpts, Service, VAULT_RESOURCE,
+};
+
+const TENANT: &str = "11111111-1111-1111-1111-111111111111";
+const CLIENT: &str = "22222222-2222-2222-2222-222222222222";
+const SECRET: &str = "s3cr3t-value";
+const SCOPE: &str = "https://vault.test/.default";
+
+fn client(fake: &FakeAzure) -> reqwest::Client {
+    let pem = std::fs::read(fake.ca_file()).expect("read CA file");
+    let ca = reqwest::Certificate::from_pem(&pem).expect("parse CA");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, fake.port()));
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .no_proxy()
+        .resolve("login.test", addr)
+        .resolve("kv1.vault.test", addr)
+        .build()
+        .expect("build client")
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    let text = response.text().await.expect("read body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+async fn token_request(
+    http: &reqwest::Client,
+    fake: &FakeAzure,
+    tenant: &str,
+    pairs: &[(&str, &str)],
+) -> reqwest::Response {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    http.post(format!(
+        "{}{tenant}/oauth2/v2.0/token",
+        fake.authority_url()
+    ))
+    .header("content-type", "application/x-www-form-urlencoded")
+    .body(body)
+    .send()
+    .await
+    .expect("token request")
+}
+
+async fn secret_token(http: &reqwest::Client, fake: &FakeAzure, client_id: &str) -> String {
+    let response = token_request(
+        http,
+        fake,
+        TENANT,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", SECRET),
+            ("scope", SCOPE),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body = json_of(response).await;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3599);
+    assert_eq!(body["ext_expires_in"], 3599);
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+async fn kv_get(
+    http: &reqwest::Client,
+    fake: &FakeAzure,
+    path: &str,
+    token: &str,
+) -> reqwest::Response {
+    let url = format!("{}{path}", fake.vault_url("kv1").trim_end_matches('/'));
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("vault request")
+}
+
+async fn setup() -> (FakeAzure, reqwest::Client) {
+    let fake = FakeAzure::start().await;
+    fake.add_service_principal(TENANT, CLIENT, SECRET);
+    fake.add_vault("kv1", TENANT);
+    fake.grant("kv1", CLIENT, &["get", "list"]);
+    let http = client(&fake);
+    (fake, http)
+}
+
+#[tokio::test]
+async fn cloud_env_and_ca_file() {
+    let fake = FakeAzure::start().await;
+    let port = fake.port();
+    let env: Value = serde_json::from_str(&fake.cloud_env_json()).expect("cloud env JSON");
+    assert_eq!(env["name"], "AzureStackCloud");
+    assert_eq!(
+        env["activeDirectoryEndpoint"],
+        format!("https://login.test:{port}/")
+    );
+    assert_eq!(env["keyVaultEndpoint"], "https://vault.test/");
+    assert_eq!(env["keyVaultDNSSuffix"], format!("vault.test:{port}"));
+    let file = fake.write_cloud_env_file();
+    assert_eq!(
+        std::fs::read_to_string(file).expect("read env"),
+        fake.cloud_env_json()
+    );
+    assert!(fake.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_ne!(fake.port(), fake.http_port());
+}
+
+/// Token request for the registered client with extra form fields.
+async fn token_with(
+    http: &reqwest::Client,
+    fake: &FakeAzure,
+    tenant: &str,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
+    let mut pairs = vec![("grant_type", "client_credentials"), ("scope", SCOPE)];
+    pairs.extend_from_slice(extra);
+    let response = token_request(http, fake, tenant, &pairs).await;
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// GET on vault `kv1`; returns the status and the JSON body.
+async fn kv_json(
+    http: &reqwest::Client,
+    fake: &FakeAzure,
+    path: &str,
+    token: &str,
+) -> (u16, Value) {
+    let response = kv_get(http, fake, path, token).await;
+    let status = response.status().as_u16();
+    (status, json_of(response).await)
+}
+
+#[tokio::test]
+async fn token_authority_client_secret() {
+    let (fake, http) = setup().await;
+    let token = secret_token(&http, &fake, CLIENT).await;
+    assert!(!token.is_empty());
+    assert_ne!(
+        token,
+        secret_token(&http, &fake, CLIENT).await,
+        "tokens are fresh"
+    );
+
+    // Wrong secret: 401 without echoing the secret.
+    let (status, text) = token_with(
+        &http,
+        &fake,
+        TENANT,
+        &[("client_id", CLIENT), ("client_secret", "wrong-guess")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(!text.contains("wrong-guess"));
+    let body: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(body["error_codes"][0], 7_000_215);
+
+    // Unknown tenant.
+    let (status, text) = token_with(
+        &http,
+        &fake,
+        "nope",
+        &[("client_id", CLIENT), ("client_secret", SECRET)],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["error_codes"][0], 90_002);
+    let description = body["error_description"].as_str().expect("description");
+    assert!(description.starts_with("AADSTS90002: Tenant 'nope' not found"));
+
+    // Unknown client.
+    let (status, text) = token_with(
+        &http,
+        &fake,
+        TENANT,
+        &[("client_id", "ghost"), ("client_secret", SECRET)],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("AADSTS700016"));
+
+    // Scope without /.default.
+    let pairs = [
+        ("grant_type", "client_credentials"),
+        ("scope", "https://vault.test"),
+        ("client_id", CLIENT),
+        ("client_secret", SECRET),
+    ];
+    let response = token_request(&http, &fake, TENANT, &pairs).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(json_of(response).await["error"], "invalid_scope");
+
+    let authority: Vec<Recorded> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.service == Service::Authority)
+        .collect();
+    assert_eq!(authority.len(), 6);
+    assert_eq!(authority[0].principal.as_deref(), Some(CLIENT));
+    assert_eq!(authority[0].method, "POST");
+    assert_eq!(authority[0].path, format!("/{TENANT}/oauth2/v2.0/token"));
+}
+
+#[tokio::test]
+async fn token_authority_federated_identity() {
+    let (fake, http) = setup().await;
+    fake.add_federated_identity(TENANT, "fed-app", "the-sa-token");
+    let assertion_type = (
+        "client_assertion_type",
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    );
+
+    let (status, text) = token_with(
+        &http,
+        &fake,
+        TENANT,
+        &[
+            ("client_id", "fed-app"),
+            ("client_assertion", "the-sa-token"),
+            assertion_type,
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(body["token_type"], "Bearer");
+
+    let (status, text) = token_with(
+        &http,
+        &fake,
+        TENANT,
+        &[
+            ("client_id", "fed-app"),
+            ("client_assertion", "forged"),
+            assertion_type,
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(!text.contains("forged"));
+    let body: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(body["error_codes"][0], 700_213);
+
+    // A client secret is no substitute for the assertion.
+    let (status, _) = token_with(
+        &http,
+        &fake,
+        TENANT,
+        &[("client_id", "fed-app"), ("client_secret", "the-sa-token")],
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn vault_challenge() {
+    let (fake, http) = setup().await;
+    fake.set_secret("kv1", "db-password", "one", SecretOpts::default());
+    let url = format!(
+        "{}secrets/db-password/?api-version=7.4",
+        fake.vault_url("kv1")
+    );
+    let response = http.get(&url).send().await.expect("request");
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .expect("header")
+        .to_owned();
+    let expected = format!(
+        r#"Bearer authorization="https://login.test:{}/{TENANT}", resource="https://vault.test""#,
+        fake.port()
+    );
+    assert_eq!(challenge, expected);
+    let body = json_of(response).await;
+    assert_eq!(body["error"]["code"], "Unauthorized");
+    assert_eq!(
+        body["error"]["message"],
+        "AKV10000: Request is missing a Bearer or PoP token."
+    );
+
+    // A made-up token gets the same challenge, and so does an expired one.
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        "made-up",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let token = secret_token(&http, &fake, CLIENT).await;
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    fake.expire_all_tokens();
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // A token for another audience or from another tenant is rejected.
+    let wrong_audience = fake.issue_token(CLIENT, Some(TENANT), "https://management.test");
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &wrong_audience,
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("AKV10022")
+    );
+    let other_tenant = fake.issue_token(CLIENT, Some("other-tenant"), VAULT_RESOURCE);
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &other_tenant,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let recorded = fake.requests();
+    assert_eq!(fake.count(|r| r.is_vault("kv1") && r.status == 401), 5);
+    let ok = recorded
+        .iter()
+        .find(|r| r.is_vault("kv1") && r.status == 200)
+        .expect("a 200");
+    assert_eq!(ok.principal.as_deref(), Some(CLIENT));
+    assert_eq!(ok.query_param("api-version").as_deref(), Some("7.4"));
+    assert_eq!(ok.path, "/secrets/db-password/");
+    fake.clear_requests();
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn vault_get_latest_and_pinned() {
+    let (fake, http) = setup().await;
+    let v1 = fake.set_secret("kv1", "db-password", "one", SecretOpts::default());
+    let opts = SecretOpts {
+        content_type: Some("text/plain".to_owned()),
+        tags: [("env".to_owned(), "test".to_owned())].into(),
+        ..SecretOpts::default()
+    };
+    let v2 = fake.set_secret("kv1", "db-password", "two", opts);
+    assert_eq!(v1.len(), 32);
+    assert!(
+        v1.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+    assert_eq!(
+        fake.versions("kv1", "db-password"),
+        vec![v1.clone(), v2.clone()]
+    );
+    let token = secret_token(&http, &fake, CLIENT).await;
+
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"], "two");
+    assert_eq!(
+        body["id"],
+        format!("{}secrets/db-password/{v2}", fake.vault_url("kv1"))
+    );
+    assert_eq!(body["contentType"], "text/plain");
+    assert_eq!(body["tags"]["env"], "test");
+    assert_eq!(body["attributes"]["enabled"], true);
+    assert!(body.get("kid").is_none());
+    let created2 = body["attributes"]["created"].as_i64().expect("created");
+
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        &format!("/secrets/db-password/{v1}?api-version=7.4"),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"], "one");
+    assert!(body.get("contentType").is_none());
+    assert!(body.get("tags").is_none());
+    assert!(body["attributes"]["created"].as_i64().expect("created") < created2);
+
+    // Latest without the trailing slash.
+    let (_, body) = kv_json(&http, &fake, "/secrets/db-password?api-version=7.4", &token).await;
+    assert_eq!(body["value"], "two");
+
+    // Certificate-backed secret.
+    let opts = SecretOpts {
+        kid: Some("https://kv1.vault.test/keys/cert/abc".to_owned()),
+        ..SecretOpts::default()
+    };
+    fake.set_secret("kv1", "cert", "PEM", opts);
+    let (_, body) = kv_json(&http, &fake, "/secrets/cert/?api-version=7.4", &token).await;
+    assert_eq!(body["kid"], "https://kv1.vault.test/keys/cert/abc");
+    assert_eq!(body["managed"], true);
+}
+
+#[tokio::test]
+async fn vault_errors() {
+    let (fake, http) = setup().await;
+    let v1 = fake.set_secret("kv1", "db-password", "one", SecretOpts::default());
+    let v2 = fake.set_secret("kv1", "db-password", "two", SecretOpts::default());
+    let token = secret_token(&http, &fake, CLIENT).await;
+
+    // 404s.
+    let (status, body) = kv_json(&http, &fake, "/secrets/nope/?api-version=7.4", &token).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "SecretNotFound");
+    let missing = format!("/secrets/db-password/{}?api-version=7.4", "0".repeat(32));
+    let (status, body) = kv_json(&http, &fake, &missing, &token).await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("A secret with (name/id) db-password/000")
+    );
+
+    // Disabled: pinned, then latest.
+    fake.disable_version("kv1", "db-password", &v1);
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        &format!("/secrets/db-password/{v1}?api-version=7.4"),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["innererror"]["code"], "SecretDisabled");
+    assert_eq!(
+        body["error"]["message"],
+        "Operation get is not allowed on a disabled secret."
+    );
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    fake.disable_version("kv1", "db-password", &v2);
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Missing api-version.
+    let (status, _) = kv_json(&http, &fake, "/secrets/db-password/", &token).await;
+    assert_eq!(status, 400);
+
+    // Principal without a grant.
+    fake.add_service_principal(TENANT, "no-grant", SECRET);
+    let other = secret_token(&http, &fake, "no-grant").await;
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        "/secrets/db-password/?api-version=7.4",
+        &other,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["code"], "Forbidden");
+    assert_eq!(body["error"]["innererror"]["code"], "AccessDenied");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("appid=no-grant;"), "{message}");
+    assert!(
+        message.contains("does not have secrets get permission on key vault 'kv1;location=eastus'"),
+        "{message}"
+    );
+    assert_eq!(fake.count(|r| r.is_vault("kv1")), 7);
+}
+
+#[tokio::test]
+async fn list_versions_pages_unsorted() {
+    let (fake, http) = setup().await;
+    let ids: Vec<String> = (0..7)
+        .map(|i| fake.set_secret("kv1", "rotating", &format!("v{i}"), SecretOpts::default()))
+        .collect();
+    fake.set_page_size(3);
+    let token = secret_token(&http, &fake, CLIENT).await;
+
+    let mut url = format!(
+        "{}secrets/rotating/versions?api-version=7.4",
+        fake.vault_url("kv1")
+    );
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let response = http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(response.status(), 200);
+        let body = json_of(response).await;
+        let items = body["value"].as_array().expect("value array");
+        assert!(items.len() <= 3);
+        for item in items {
+            assert!(item.get("value").is_none());
+            let id = item["id"].as_str().expect("id");
+            let created = item["attributes"]["created"].as_i64().expect("created");
+            seen.push((id.rsplit('/').next().expect("version").to_owned(), created));
+        }
+        match &body["nextLink"] {
+            Value::Null => break,
+            Value::String(next) => {
+                assert!(next.starts_with(&fake.vault_url("kv1")));
+                assert!(next.contains("$skiptoken="));
+                url.clone_from(next);
+            }
+            other => panic!("bad nextLink {other}"),
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 7);
+    let created: Vec<i64> = seen.iter().map(|(_, c)| *c).collect();
+    let mut sorted = created.clone();
+    sorted.sort_unstable();
+    assert_ne!(created, sorted, "must not be sorted oldest first");
+    sorted.reverse();
+    assert_ne!(created, sorted, "must not be sorted newest first");
+    let mut listed: Vec<String> = seen.iter().map(|(id, _)| id.clone()).collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // The newest version has the largest created timestamp.
+    let newest = seen.iter().max_by_key(|(_, c)| *c).expect("newest");
+    assert_eq!(newest.0, ids[6]);
+
+    // maxresults below the page size wins.
+    let url = format!(
+        "{}secrets/rotating/versions?api-version=7.4&maxresults=2",
+        fake.vault_url("kv1")
+    );
+    let body = json_of(
+        http.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(body["value"].as_array().expect("array").len(), 2);
+    assert!(
+        body["nextLink"]
+            .as_str()
+            .expect("next")
+            .contains("maxresults=2")
+    );
+
+    // Unknown secret and missing list permission.
+    let response = kv_get(
+        &http,
+        &fake,
+        "/secrets/ghost/versions?api-version=7.4",
+        &token,
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+    fake.add_service_principal(TENANT, "getter", SECRET);
+    fake.grant("kv1", "getter", &["get"]);
+    let getter = secret_token(&http, &fake, "getter").await;
+    let response = kv_get(
+        &http,
+        &fake,
+        "/secrets/rotating/versions?api-version=7.4",
+        &getter,
+    )
+    .await;
+    assert_eq!(response.status(), 403);
+    let message = json_of(response).await["error"]["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
+    assert!(message.contains("secrets list permission"), "{message}");
+}
+
+#[tokio::test]
+async fn injected_faults() {
+    let (fake, http) = setup().await;
+    fake.set_secret("kv1", "flaky", "value", SecretOpts::default());
+    let token = secret_token(&http, &fake, CLIENT).await;
+
+    fake.inject("kv1", "flaky", Fault::throttled(7).times(2));
+    for _ in 0..2 {
+        let response = kv_get(&http, &fake, "/secrets/flaky/?api-version=7.4", &token).await;
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "7");
+        assert_eq!(json_of(response).await["error"]["code"], "Throttled");
+    }
+    let response = kv_get(&http, &fake, "/secrets/flaky/?api-version=7.4", &token).await;
+    assert_eq!(response.status(), 200);
+
+    // Faults apply only after authentication.
+    fake.inject("kv1", "*", Fault::status(503).with_body("down").times(1));
+    let response = http
+        .get(format!(
+            "{}secrets/flaky/?api-version=7.4",
+            fake.vault_url("kv1")
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    let response = kv_get(&http, &fake, "/secrets/flaky/?api-version=7.4", &token).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.text().await.expect("body"), "down");
+
+    // A slow but otherwise normal answer.
+    fake.inject(
+        "kv1",
+        "flaky",
+        Fault::slow(Duration::from_millis(300)).times(1),
+    );
+    let started = std::time::Instant::now();
+    let response = kv_get(&http, &fake, "/secrets/flaky/?api-version=7.4", &token).await;
+    assert_eq!(response.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // Permanent fault until cleared.
+    fake.inject("kv1", "flaky", Fault::status(500));
+    for _ in 0..3 {
+        assert_eq!(
+            kv_get(&http, &fake, "/secrets/flaky/?api-version=7.4", &token)
+                .await
+                .status(),
+            500
+        );
+    }
+    fake.clear_faults();
+    assert_eq!(
+        kv_get(&http, &fake, "/secrets/flaky/?api-version=7.4", &token)
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn imds_tokens() {
+    let fake = FakeAzure::start().await;
+    fake.add_vault("kv1", TENANT);
+    let http = client(&fake);
+    let imds = |query: &str| {
+        format!(
+            "{}?api-version=2019-08-01&resource=https%3A%2F%2Fvault.test{query}",
+            fake.imds_url()
+        )
+    };
+
+    // Missing Metadata header.
+    let response = http.get(imds("")).send().await.expect("imds");
+    assert_eq!(response.status(), 400);
+    // No identity assigned yet.
+    let response = http
+        .get(imds(""))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .expect("imds");
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        json_of(response).await["error_description"],
+        "Identity not found"
+    );
+
+    let system = fake.add_managed_identity(None);
+    assert_eq!(system, SYSTEM_ASSIGNED_CLIENT_ID);
+    fake.add_managed_identity(Some("uami-1"));
+    fake.grant("kv1", "uami-1", &["get"]);
+    fake.set_secret("kv1", "s", "v", SecretOpts::default());
+
+    let response = http
+        .get(imds(""))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .expect("imds");
+    assert_eq!(response.status(), 200);
+    let body = json_of(response).await;
+    assert_eq!(body["client_id"], SYSTEM_ASSIGNED_CLIENT_ID);
+    for key in ["expires_in", "expires_on", "ext_expires_in", "not_before"] {
+        body[key]
+            .as_str()
+            .expect("string")
+            .parse::<u64>()
+            .expect("numeric string");
+    }
+    assert_eq!(body["resource"], VAULT_RESOURCE);
+    assert_eq!(body["token_type"], "Bearer");
+
+    let response = http
+        .get(imds("&client_id=uami-1"))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .expect("imds");
+    let body = json_of(response).await;
+    assert_eq!(body["client_id"], "uami-1");
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let response = kv_get(&http, &fake, "/secrets/s?api-version=7.4", &token).await;
+    assert_eq!(response.status(), 200);
+
+    let response = http
+        .get(imds("&client_id=unknown"))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .expect("imds");
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        json_of(response).await,
+        serde_json::json!({"error": "invalid_request", "error_description": "Identity not found"})
+    );
+    assert_eq!(fake.count(|r| r.service == Service::Imds), 5);
+}
+
+#[tokio::test]
+async fn nmi_tokens() {
+    let fake = FakeAzure::start().await;
+    fake.add_pod_identity("default", "nginx", "pod-client");
+    let http = client(&fake);
+    let url = format!("{}?resource=https%3A%2F%2Fvault.test", fake.nmi_url());
+
+    let response = http
+        .get(&url)
+        .header("podns", "default")
+        .header("podname", "nginx")
+        .send()
+        .await
+        .expect("nmi");
+    assert_eq!(response.status(), 200);
+    let body = json_of(response).await;
+    assert_eq!(body["clientid"], "pod-client");
+    assert_eq!(body["token"]["token_type"], "Bearer");
+    assert_eq!(body["token"]["resource"], VAULT_RESOURCE);
+    body["token"]["expires_on"]
+        .as_str()
+        .expect("string")
+        .parse::<u64>()
+        .expect("unix seconds");
+    assert!(
+        body["token"]["access_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+
+    let response = http
+        .get(&url)
+        .header("podns", "default")
+        .header("podname", "other")
+        .send()
+        .await
+        .expect("nmi");
+    assert_eq!(response.status(), 404);
+    let response = http
+        .get(&url)
+        .header("podns", "default")
+        .send()
+        .await
+        .expect("nmi");
+    assert_eq!(response.status(), 400);
+    let recorded = fake.requests();
+    assert_eq!(recorded[0].service, Service::Nmi);
+    assert_eq!(recorded[0].principal.as_deref(), Some("pod-client"));
+}
+
+#[tokio::test]
+async fn connect_proxy_reaches_fake_hosts() {
+    let (fake, _) = setup().await;
+    fake.set_secret("kv1", "via-proxy", "tunnelled", SecretOpts::default());
+    let pem = std::fs::read(fake.ca_file()).expect("read CA file");
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("CA")])
+        .proxy(reqwest::Proxy::https(fake.proxy_url()).expect("proxy"))
+        .build()
+        .expect("client");
+    let token = secret_token(&http, &fake, CLIENT).await;
+    let response = http
+        .get(format!(
+            "{}secrets/via-proxy?api-version=7.4",
+            fake.vault_url("kv1")
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request through proxy");
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_of(response).await["value"], "tunnelled");
+    assert!(fake.count(|r| r.service == Service::Proxy && r.status == 200) >= 1);
+}
+
+#[tokio::test]
+async fn servers_stop_on_drop() {
+    let fake = FakeAzure::start().await;
+    let (port, http_port) = (fake.port(), fake.http_port());
+    drop(fake);
+    for port in [port, http_port] {
+        let connected = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await;
+        assert!(connected.is_err(), "port {port} still open");
+    }
+}

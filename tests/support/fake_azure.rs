@@ -1,0 +1,1624 @@
+//! An in-process fake of the Azure services the provider talks to.
+//!
+//! [`FakeAzure::start`] brings up, on loopback and random ports:
+//!
+//! * one HTTPS server (certificate signed by a throw-away test CA, see
+//!   [`FakeAzure::ca_file`]) that dispatches on the `Host` header:
+//!   `login.test` is the Entra ID token authority and `<vault>.vault.test` is
+//!   the Key Vault named `<vault>`;
+//! * one plain HTTP server serving the VM managed identity endpoint (IMDS,
+//!   `/metadata/identity/oauth2/token`), the AAD pod identity NMI endpoint
+//!   (`/host/token/`) and an HTTP `CONNECT` proxy that tunnels to the HTTPS
+//!   server for the fake host names only.
+//!
+//! The servers run on a dedicated thread with their own Tokio runtime, so they
+//! keep answering even while a test blocks its own thread (for example while
+//! waiting synchronously for a child process). They stop when the
+//! [`FakeAzure`] is dropped.
+//!
+//! A child process (the provider binary) reaches the fake host names either
+//! through its own resolver override or through the proxy: set
+//! `HTTPS_PROXY` to [`FakeAzure::proxy_url`] for `https://login.test:<port>`
+//! and `https://<vault>.vault.test:<port>`. Setting `HTTP_PROXY` to the same
+//! URL also routes absolute-form requests for the real IMDS
+//! (`http://169.254.169.254/metadata/...`) and NMI addresses to the fake,
+//! because the plain server dispatches on the path only.
+//!
+//! All state lives behind one mutex and may be changed while requests are
+//! being served (for example adding a secret version to simulate rotation).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
+use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{Map, Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// Host name of the fake Entra ID token authority.
+pub const AUTHORITY_HOST: &str = "login.test";
+/// DNS suffix of the fake vaults: vault `kv1` is `kv1.vault.test`.
+pub const VAULT_DNS_SUFFIX: &str = "vault.test";
+/// Audience (resource) that vault access tokens must be issued for.
+pub const VAULT_RESOURCE: &str = "https://vault.test";
+/// Client id reported for, and used as principal of, the system-assigned
+/// managed identity (grant vault access to this id).
+pub const SYSTEM_ASSIGNED_CLIENT_ID: &str = "5a5a5a5a-0000-4000-8000-000000000001";
+/// Default lifetime of issued access tokens.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+/// Default (and Key Vault's maximum) page size of version listings.
+pub const DEFAULT_PAGE_SIZE: usize = 25;
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
+const MAX_BODY: usize = 1 << 20;
+const JSON: &str = "application/json; charset=utf-8";
+
+/// Which fake service a request was addressed to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// The Entra ID token authority (`login.test`).
+    Authority,
+    /// The Key Vault with this name (`<name>.vault.test`).
+    Vault(String),
+    /// The VM managed identity endpoint.
+    Imds,
+    /// The AAD pod identity NMI endpoint.
+    Nmi,
+    /// A `CONNECT` request to the proxy (`path` holds the target authority).
+    Proxy,
+    /// Anything else (unknown host or path); answered with 404.
+    Other,
+}
+
+/// One request seen by the fake, recorded after it was answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// Service the request was addressed to.
+    pub service: Service,
+    /// HTTP method, e.g. `GET`.
+    pub method: String,
+    /// Request path, e.g. `/secrets/db-password/`.
+    pub path: String,
+    /// Raw query string (without `?`), empty if none.
+    pub query: String,
+    /// Vault: the principal (client id) of a valid bearer token. Authority,
+    /// IMDS and NMI: the client id that was asked for or resolved.
+    pub principal: Option<String>,
+    /// HTTP status of the answer.
+    pub status: u16,
+}
+
+impl Recorded {
+    /// The decoded value of query parameter `name`, if present.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        query_map(&self.query).remove(name)
+    }
+
+    /// Whether this request went to the vault named `vault`.
+    pub fn is_vault(&self, vault: &str) -> bool {
+        matches!(&self.service, Service::Vault(v) if v == vault)
+    }
+}
+
+/// A canned answer that replaces the normal vault response (after the bearer
+/// token was validated, before permissions are checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Status to answer with; `0` answers normally, only applying `delay`.
+    pub status: u16,
+    /// Extra response headers.
+    pub headers: Vec<(String, String)>,
+    /// Response body (content type defaults to JSON if it looks like JSON).
+    pub body: String,
+    /// How many requests the fault applies to; `None` means forever.
+    pub times: Option<u32>,
+    /// Wait this long before answering.
+    pub delay: Option<Duration>,
+}
+
+impl Fault {
+    /// A fault answering `code` with an empty body, forever unless [`Self::times`] is used.
+    pub fn status(code: u16) -> Self {
+        Self {
+            status: code,
+            headers: Vec::new(),
+            body: String::new(),
+            times: None,
+            delay: None,
+        }
+    }
+
+    /// A 429 with `Retry-After: <secs>` and a Key Vault style throttling body.
+    pub fn throttled(retry_after_secs: u64) -> Self {
+        Self::status(429)
+            .with_header("Retry-After", &retry_after_secs.to_string())
+            .with_body(
+                &json!({"error": {"code": "Throttled", "message": "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached"}})
+                    .to_string(),
+            )
+    }
+
+    /// A fault that answers normally, but only after `delay`.
+    pub fn slow(delay: Duration) -> Self {
+        Self::status(0).delay(delay)
+    }
+
+    /// Adds a response header.
+    #[must_use]
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the response body.
+    #[must_use]
+    pub fn with_body(mut self, body: &str) -> Self {
+        body.clone_into(&mut self.body);
+        self
+    }
+
+    /// Applies the fault to the next `n` matching requests only.
+    #[must_use]
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    /// Delays the answer by `delay`.
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+}
+
+/// Attributes of a secret version created with [`FakeAzure::set_secret`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretOpts {
+    /// `contentType`, omitted from answers when `None`.
+    pub content_type: Option<String>,
+    /// `attributes.enabled`; reading a disabled version answers 403.
+    pub enabled: bool,
+    /// `kid` (set for certificate-backed secrets, which are also `managed`).
+    pub kid: Option<String>,
+    /// `tags`, omitted from answers when empty.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Default for SecretOpts {
+    fn default() -> Self {
+        Self {
+            content_type: None,
+            enabled: true,
+            kid: None,
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// The running fake; see the module documentation.
+pub struct FakeAzure {
+    shared: Arc<Shared>,
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FakeAzure {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl FakeAzure {
+    /// Creates the test CA and certificate and starts both servers.
+    pub async fn start() -> Self {
+        let (ca_pem, tls) = make_tls();
+        let dir = tempfile::Builder::new()
+            .prefix("fake-azure-")
+            .tempdir()
+            .expect("create fake Azure temp dir");
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).expect("write test CA file");
+
+        let https = bind_loopback();
+        let http = bind_loopback();
+        let shared = Arc::new(Shared {
+            port: https.local_addr().expect("https local addr").port(),
+            http_port: http.local_addr().expect("http local addr").port(),
+            state: Mutex::new(State::new()),
+        });
+
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let server_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("fake-azure".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("build fake Azure runtime");
+                runtime.block_on(async move {
+                    let https = TcpListener::from_std(https).expect("register https listener");
+                    let http = TcpListener::from_std(http).expect("register http listener");
+                    let _ = ready_tx.send(());
+                    tokio::select! {
+                        _ = shutdown_rx => {}
+                        () = accept_loop(https, Some(TlsAcceptor::from(tls)), Arc::clone(&server_shared)) => {}
+                        () = accept_loop(http, None, server_shared) => {}
+                    }
+                });
+            })
+            .expect("spawn fake Azure thread");
+        ready_rx
+            .await
+            .expect("fake Azure server thread failed to start");
+
+        Self {
+            shared,
+            dir,
+            ca_pem,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Port of the HTTPS server (authority and vaults) on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// Port of the plain HTTP server (IMDS, NMI, proxy) on 127.0.0.1.
+    pub fn http_port(&self) -> u16 {
+        self.shared.http_port
+    }
+
+    /// PEM file holding the test CA certificate that signed the server certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The test CA certificate in PEM form.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Temporary directory owned by the fake (removed on drop); tests may put files there.
+    pub fn temp_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `https://login.test:<port>/`
+    pub fn authority_url(&self) -> String {
+        format!("https://{AUTHORITY_HOST}:{}/", self.port())
+    }
+
+    /// `https://<vault>.vault.test:<port>/`
+    pub fn vault_url(&self, vault: &str) -> String {
+        format!("https://{vault}.{VAULT_DNS_SUFFIX}:{}/", self.port())
+    }
+
+    /// `http://127.0.0.1:<http_port>/metadata/identity/oauth2/token`
+    pub fn imds_url(&self) -> String {
+        format!("http://127.0.0.1:{}{IMDS_PATH}", self.http_port())
+    }
+
+    /// `http://127.0.0.1:<http_port>/host/token/`
+    pub fn nmi_url(&self) -> String {
+        format!("http://127.0.0.1:{}/host/token/", self.http_port())
+    }
+
+    /// `http://127.0.0.1:<http_port>`, usable as `HTTPS_PROXY` (and `HTTP_PROXY`).
+    pub fn proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port())
+    }
+
+    /// The Azure Stack cloud environment JSON pointing at this fake.
+    pub fn cloud_env_json(&self) -> String {
+        let port = self.port();
+        format!(
+            r#"{{"name":"AzureStackCloud","activeDirectoryEndpoint":"https://{AUTHORITY_HOST}:{port}/","keyVaultEndpoint":"{VAULT_RESOURCE}/","keyVaultDNSSuffix":"{VAULT_DNS_SUFFIX}:{port}","resourceManagerEndpoint":"https://management.test/"}}"#
+        )
+    }
+
+    /// Writes [`Self::cloud_env_json`] to a file in the temp dir and returns its path.
+    pub fn write_cloud_env_file(&self) -> PathBuf {
+        let path = self.dir.path().join("azurestackcloud.json");
+        std::fs::write(&path, self.cloud_env_json()).expect("write cloud env file");
+        path
+    }
+
+    /// Registers an app in `tenant` that authenticates with `secret`.
+    pub fn add_service_principal(&self, tenant: &str, client_id: &str, secret: &str) {
+        let mut st = self.shared.lock();
+        let app = st.app_mut(tenant, client_id);
+        app.secrets.push(secret.to_owned());
+    }
+
+    /// Registers an app in `tenant` with a federated credential: a
+    /// `client_assertion` equal to `expected_assertion` is accepted.
+    pub fn add_federated_identity(&self, tenant: &str, client_id: &str, expected_assertion: &str) {
+        let mut st = self.shared.lock();
+        let app = st.app_mut(tenant, client_id);
+        app.assertions.push(expected_assertion.to_owned());
+    }
+
+    /// Assigns a managed identity to the "VM": `None` enables the
+    /// system-assigned identity, `Some(id)` adds a user-assigned one.
+    /// Returns the identity's client id (the principal to grant access to).
+    pub fn add_managed_identity(&self, client_id: Option<&str>) -> String {
+        let mut st = self.shared.lock();
+        match client_id {
+            None => {
+                st.system_assigned = true;
+                SYSTEM_ASSIGNED_CLIENT_ID.to_owned()
+            }
+            Some(id) => {
+                st.user_assigned.insert(id.to_owned());
+                id.to_owned()
+            }
+        }
+    }
+
+    /// Lets pod `namespace/pod_name` get tokens for `client_id` from NMI.
+    pub fn add_pod_identity(&self, namespace: &str, pod_name: &str, client_id: &str) {
+        let mut st = self.shared.lock();
+        st.pods
+            .entry((namespace.to_owned(), pod_name.to_owned()))
+            .or_default()
+            .push(client_id.to_owned());
+    }
+
+    /// Lifetime of tokens issued from now on (`expires_in`). Note that
+    /// `azure_identity` refreshes cached tokens that expire within 300 s.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().token_lifetime = lifetime;
+    }
+
+    /// Mints a token directly, as if issued to `principal` (tenant `None` is
+    /// accepted by every vault; `resource` should be [`VAULT_RESOURCE`]).
+    pub fn issue_token(&self, principal: &str, tenant: Option<&str>, resource: &str) -> String {
+        self.shared.lock().mint(principal, tenant, resource)
+    }
+
+    /// Makes every token issued so far invalid.
+    pub fn expire_all_tokens(&self) {
+        for token in self.shared.lock().tokens.values_mut() {
+            token.expires_at = UNIX_EPOCH;
+        }
+    }
+
+    /// Creates an empty vault `name` owned by `tenant` (the tenant is also
+    /// registered with the authority).
+    pub fn add_vault(&self, name: &str, tenant: &str) {
+        let mut st = self.shared.lock();
+        st.tenants.entry(tenant.to_owned()).or_default();
+        st.vaults.insert(
+            name.to_ascii_lowercase(),
+            Vault {
+                tenant: tenant.to_owned(),
+                grants: BTreeMap::new(),
+                secrets: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Grants secret permissions (`"get"`, `"list"`) on `vault` to `principal` (a client id).
+    pub fn grant(&self, vault: &str, principal: &str, permissions: &[&str]) {
+        let mut st = self.shared.lock();
+        let grants = st
+            .vault_mut(vault)
+            .grants
+            .entry(principal.to_owned())
+            .or_default();
+        grants.extend(permissions.iter().map(|p| p.to_ascii_lowercase()));
+    }
+
+    /// Removes every permission of `principal` on `vault`.
+    pub fn revoke(&self, vault: &str, principal: &str) {
+        self.shared.lock().vault_mut(vault).grants.remove(principal);
+    }
+
+    /// Adds a new (newest) version of secret `name`; returns its version id
+    /// (32 lowercase hex characters).
+    pub fn set_secret(&self, vault: &str, name: &str, value: &str, opts: SecretOpts) -> String {
+        let mut st = self.shared.lock();
+        st.clock += 1;
+        let created = st.base_time + st.clock;
+        let id = random_hex(2);
+        let secret = st
+            .vault_mut(vault)
+            .secrets
+            .entry(name.to_ascii_lowercase())
+            .or_insert_with(|| Secret {
+                name: name.to_owned(),
+                versions: Vec::new(),
+            });
+        let seq = u32::try_from(secret.versions.len()).expect("too many versions");
+        secret.versions.push(Version {
+            id: id.clone(),
+            seq,
+            value: value.to_owned(),
+            opts,
+            created,
+            updated: created,
+        });
+        id
+    }
+
+    /// Disables one version of a secret.
+    pub fn disable_version(&self, vault: &str, name: &str, version: &str) {
+        self.set_enabled(vault, name, version, false);
+    }
+
+    /// Re-enables one version of a secret.
+    pub fn enable_version(&self, vault: &str, name: &str, version: &str) {
+        self.set_enabled(vault, name, version, true);
+    }
+
+    fn set_enabled(&self, vault: &str, name: &str, version: &str, enabled: bool) {
+        let mut st = self.shared.lock();
+        st.clock += 1;
+        let now = st.base_time + st.clock;
+        let v = st
+            .vault_mut(vault)
+            .secrets
+            .get_mut(&name.to_ascii_lowercase())
+            .and_then(|s| s.versions.iter_mut().find(|v| v.id == version))
+            .unwrap_or_else(|| panic!("no version {version} of secret {name} in vault {vault}"));
+        v.opts.enabled = enabled;
+        v.updated = now;
+    }
+
+    /// Removes secret `name` with all its versions (later reads answer 404).
+    pub fn delete_secret(&self, vault: &str, name: &str) {
+        self.shared
+            .lock()
+            .vault_mut(vault)
+            .secrets
+            .remove(&name.to_ascii_lowercase());
+    }
+
+    /// Version ids of secret `name`, oldest first (empty if unknown).
+    pub fn versions(&self, vault: &str, name: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .vault_mut(vault)
+            .secrets
+            .get(&name.to_ascii_lowercase())
+            .map(|s| s.versions.iter().map(|v| v.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Maximum number of items per page of a version listing (default 25);
+    /// a smaller `maxresults` from the client wins.
+    pub fn set_page_size(&self, n: usize) {
+        assert!(n > 0, "page size must be positive");
+        self.shared.lock().page_size = n;
+    }
+
+    /// Answers requests for secret `secret_name` of `vault` (get and list
+    /// versions; `"*"` matches every secret) with `fault`. Faults are tried in
+    /// the order they were injected.
+    pub fn inject(&self, vault: &str, secret_name: &str, fault: Fault) {
+        if fault.times == Some(0) {
+            return;
+        }
+        self.shared.lock().faults.push(ActiveFault {
+            vault: vault.to_ascii_lowercase(),
+            secret: secret_name.to_ascii_lowercase(),
+            fault,
+        });
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Every request answered so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().log.clone()
+    }
+
+    /// Number of recorded requests matching `filter`.
+    pub fn count(&self, filter: impl Fn(&Recorded) -> bool) -> usize {
+        self.shared.lock().log.iter().filter(|r| filter(r)).count()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.lock().log.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State
+
+struct Shared {
+    port: u16,
+    http_port: u16,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct App {
+    secrets: Vec<String>,
+    assertions: Vec<String>,
+}
+
+#[derive(Clone)]
+struct TokenRecord {
+    principal: String,
+    tenant: Option<String>,
+    resource: String,
+    expires_at: SystemTime,
+}
+
+struct Version {
+    id: String,
+    /// Insertion index within the secret; drives the listing order.
+    seq: u32,
+    value: String,
+    opts: SecretOpts,
+    created: u64,
+    updated: u64,
+}
+
+struct Secret {
+    /// Name as first set (lookups are case-insensitive, like Key Vault).
+    name: String,
+    /// Oldest first.
+    versions: Vec<Version>,
+}
+
+struct Vault {
+    tenant: String,
+    grants: BTreeMap<String, BTreeSet<String>>,
+    secrets: BTreeMap<String, Secret>,
+}
+
+struct ActiveFault {
+    vault: String,
+    secret: String,
+    fault: Fault,
+}
+
+struct State {
+    tenants: BTreeMap<String, BTreeMap<String, App>>,
+    system_assigned: bool,
+    user_assigned: BTreeSet<String>,
+    pods: BTreeMap<(String, String), Vec<String>>,
+    tokens: HashMap<String, TokenRecord>,
+    token_lifetime: Duration,
+    vaults: BTreeMap<String, Vault>,
+    page_size: usize,
+    /// Logical clock: version timestamps are `base_time + clock`.
+    base_time: u64,
+    clock: u64,
+    faults: Vec<ActiveFault>,
+    log: Vec<Recorded>,
+}
+
+impl State {
+    fn new() -> Self {
+        Self {
+            tenants: BTreeMap::new(),
+            system_assigned: false,
+            user_assigned: BTreeSet::new(),
+            pods: BTreeMap::new(),
+            tokens: HashMap::new(),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            vaults: BTreeMap::new(),
+            page_size: DEFAULT_PAGE_SIZE,
+            // A day in the past so that created/updated never lie in the future.
+            base_time: unix_now() - 86_400,
+            clock: 0,
+            faults: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn app_mut(&mut self, tenant: &str, client_id: &str) -> &mut App {
+        self.tenants
+            .entry(tenant.to_owned())
+            .or_default()
+            .entry(client_id.to_owned())
+            .or_default()
+    }
+
+    fn vault_mut(&mut self, vault: &str) -> &mut Vault {
+        self.vaults
+            .get_mut(&vault.to_ascii_lowercase())
+            .unwrap_or_else(|| panic!("unknown fake vault {vault}; call add_vault first"))
+    }
+
+    fn mint(&mut self, principal: &str, tenant: Option<&str>, resource: &str) -> String {
+        let token = format!("fake-at-{}", random_hex(4));
+        self.tokens.insert(
+            token.clone(),
+            TokenRecord {
+                principal: principal.to_owned(),
+                tenant: tenant.map(str::to_owned),
+                resource: resource.trim_end_matches('/').to_owned(),
+                expires_at: SystemTime::now() + self.token_lifetime,
+            },
+        );
+        token
+    }
+
+    fn take_fault(&mut self, vault: &str, secret: &str) -> Option<Fault> {
+        let secret = secret.to_ascii_lowercase();
+        let index = self
+            .faults
+            .iter()
+            .position(|f| f.vault == vault && (f.secret == "*" || f.secret == secret))?;
+        let active = &mut self.faults[index];
+        let fault = active.fault.clone();
+        if let Some(times) = &mut active.fault.times {
+            *times -= 1;
+            if *times == 0 {
+                self.faults.remove(index);
+            }
+        }
+        Some(fault)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+
+fn bind_loopback() -> StdTcpListener {
+    let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind loopback port");
+    listener
+        .set_nonblocking(true)
+        .expect("make listener non-blocking");
+    listener
+}
+
+fn make_tls() -> (String, Arc<ServerConfig>) {
+    let ca_key = KeyPair::generate().expect("generate CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "akv-csi-provider fake Azure test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign test CA");
+
+    let key = KeyPair::generate().expect("generate server key");
+    let names = [
+        AUTHORITY_HOST.to_owned(),
+        format!("*.{VAULT_DNS_SUFFIX}"),
+        VAULT_DNS_SUFFIX.to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ];
+    let mut params = CertificateParams::new(names).expect("server cert params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "fake azure");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &*ca).expect("sign server cert");
+
+    let chain = vec![cert.der().clone(), ca.der().clone()];
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .expect("server TLS config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (ca.pem(), Arc::new(config))
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    // Connection tasks live in the set, so they are aborted with the loop.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    let tls = tls.clone();
+                    let shared = Arc::clone(&shared);
+                    connections.spawn(serve_connection(tcp, tls, shared));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(tcp: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    match tls {
+        Some(acceptor) => {
+            // Handshake failures (e.g. a client not trusting the CA) just close the connection.
+            if let Ok(stream) = acceptor.accept(tcp).await {
+                serve_http(TokioIo::new(stream), shared, true).await;
+            }
+        }
+        None => serve_http(TokioIo::new(tcp), shared, false).await,
+    }
+}
+
+async fn serve_http<I>(io: I, shared: Arc<Shared>, secure: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(shared, req, secure).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
+}
+
+/// A request with its body read.
+struct Req {
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Req {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An answer, turned into a response once the state lock is released.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    delay: Option<Duration>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Self {
+        Self {
+            status,
+            headers: vec![(CONTENT_TYPE.to_string(), JSON.to_owned())],
+            body: value.to_string(),
+            delay: None,
+        }
+    }
+
+    fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            headers: vec![(
+                CONTENT_TYPE.to_string(),
+                "text/plain; charset=utf-8".to_owned(),
+            )],
+            body: body.into(),
+            delay: None,
+        }
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn from_fault(fault: Fault) -> Self {
+        let mut headers = fault.headers;
+        let has_type = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !has_type && !fault.body.is_empty() {
+            let body = fault.body.trim_start();
+            let kind = if body.starts_with('{') || body.starts_with('[') {
+                JSON
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            headers.push((CONTENT_TYPE.to_string(), kind.to_owned()));
+        }
+        Self {
+            status: fault.status,
+            headers,
+            body: fault.body,
+            delay: fault.delay,
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>, secure: bool) -> Response<Body> {
+    if !secure && req.method() == Method::CONNECT {
+        return connect(&shared, req);
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(Body::new(body), MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts.headers,
+        body,
+    };
+    let reply = route(&shared, &req, secure);
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
+    reply.into_response()
+}
+
+/// Tunnels a `CONNECT` to the HTTPS server, for the fake host names only.
+fn connect(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let target = req
+        .uri()
+        .authority()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let host = req.uri().host().unwrap_or_default().to_ascii_lowercase();
+    let allowed = host == AUTHORITY_HOST
+        || host == VAULT_DNS_SUFFIX
+        || host.ends_with(&format!(".{VAULT_DNS_SUFFIX}"))
+        || host == "localhost"
+        || host == "127.0.0.1";
+    let status = if allowed { 200 } else { 403 };
+    shared.lock().log.push(Recorded {
+        service: Service::Proxy,
+        method: Method::CONNECT.to_string(),
+        path: target.clone(),
+        query: String::new(),
+        principal: None,
+        status,
+    });
+    if !allowed {
+        return Reply::text(
+            403,
+            format!("the fake proxy only tunnels to fake hosts, not {target}"),
+        )
+        .into_response();
+    }
+    let port = shared.port;
+    tokio::spawn(async move {
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            let mut client = TokioIo::new(upgraded);
+            if let Ok(mut server) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        }
+    });
+    Reply::text(200, String::new()).into_response()
+}
+
+fn route(shared: &Shared, req: &Req, secure: bool) -> Reply {
+    let mut st = shared.lock();
+    let (service, principal, reply) = if secure {
+        let host = host_without_port(&req.headers);
+        if host == AUTHORITY_HOST {
+            let (principal, reply) = authority(&mut st, req);
+            (Service::Authority, principal, reply)
+        } else if let Some(vault) = host
+            .strip_suffix(VAULT_DNS_SUFFIX)
+            .and_then(|v| v.strip_suffix('.'))
+            .filter(|v| !v.is_empty() && !v.contains('.'))
+        {
+            let (principal, reply) = vault_request(&mut st, shared.port, vault, req);
+            (Service::Vault(vault.to_owned()), principal, reply)
+        } else {
+            let reply = Reply::text(404, format!("no fake service for host '{host}'"));
+            (Service::Other, None, reply)
+        }
+    } else if req.path == IMDS_PATH {
+        let (principal, reply) = imds(&mut st, req);
+        (Service::Imds, principal, reply)
+    } else if req.path == "/host/token/" || req.path == "/host/token" {
+        let (principal, reply) = nmi(&mut st, req);
+        (Service::Nmi, principal, reply)
+    } else {
+        (Service::Other, None, Reply::text(404, "not found"))
+    };
+    st.log.push(Recorded {
+        service,
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        principal,
+        status: reply.status,
+    });
+    reply
+}
+
+// ---------------------------------------------------------------------------
+// Entra ID token authority
+
+fn entra_error(status: u16, error: &str, code: u32, description: &str) -> Reply {
+    let trace = random_guid();
+    let correlation = random_guid();
+    Reply::json(
+        status,
+        &json!({
+            "error": error,
+            "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation}"),
+            "error_codes": [code],
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": format!("https://{AUTHORITY_HOST}/error?code={code}"),
+        }),
+    )
+}
+
+fn missing_parameter(name: &str) -> Reply {
+    entra_error(
+        400,
+        "invalid_request",
+        900_144,
+        &format!("The request body must contain the following parameter: '{name}'."),
+    )
+}
+
+fn authority(st: &mut State, req: &Req) -> (Option<String>, Reply) {
+    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let [tenant, "oauth2", "v2.0", "token"] = segments.as_slice() else {
+        return (None, Reply::text(404, "not found"));
+    };
+    if req.method != Method::POST {
+        return (
+            None,
+            Reply::text(405, "the token endpoint only accepts POST"),
+        );
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body)
+        .into_owned()
+        .collect();
+    let client_id = form.get("client_id").cloned();
+    let reply = match check_token_request(st, tenant, &form) {
+        Ok((client_id, resource)) => {
+            let token = st.mint(&client_id, Some(tenant), &resource);
+            let secs = st.token_lifetime.as_secs();
+            Reply::json(
+                200,
+                &json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token}),
+            )
+        }
+        Err(reply) => reply,
+    };
+    (client_id, reply)
+}
+
+/// Validates a client credentials request; returns the client id and resource.
+fn check_token_request(
+    st: &State,
+    tenant: &str,
+    form: &HashMap<String, String>,
+) -> Result<(String, String), Reply> {
+    let Some(apps) = st.tenants.get(tenant) else {
+        return Err(entra_error(
+            400,
+            "invalid_request",
+            90_002,
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
+        ));
+    };
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(entra_error(
+                400,
+                "unsupported_grant_type",
+                70_003,
+                &format!("The app requested an unsupported grant type '{other}'."),
+            ));
+        }
+        None => return Err(missing_parameter("grant_type")),
+    }
+    let client_id = form
+        .get("client_id")
+        .ok_or_else(|| missing_parameter("client_id"))?;
+    let scope = form
+        .get("scope")
+        .ok_or_else(|| missing_parameter("scope"))?;
+    let scopes: Vec<&str> = scope.split_whitespace().collect();
+    let resource = match scopes.as_slice() {
+        [single] => single.strip_suffix("/.default").ok_or_else(|| {
+            entra_error(
+                400,
+                "invalid_scope",
+                1_002_012,
+                &format!(
+                    "The provided value for scope {single} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                ),
+            )
+        })?,
+        _ => {
+            return Err(entra_error(
+                400,
+                "invalid_scope",
+                70_011,
+                "The provided request must include exactly one 'scope' value with the /.default suffix.",
+            ));
+        }
+    };
+    let Some(app) = apps.get(client_id) else {
+        return Err(entra_error(
+            400,
+            "invalid_client",
+            700_016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            ),
+        ));
+    };
+    if let Some(secret) = form.get("client_secret") {
+        if !app.secrets.iter().any(|s| s == secret) {
+            return Err(entra_error(
+                401,
+                "invalid_client",
+                7_000_215,
+                &format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                ),
+            ));
+        }
+    } else if let Some(assertion) = form.get("client_assertion") {
+        if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
+            return Err(entra_error(
+                400,
+                "invalid_request",
+                900_144,
+                &format!(
+                    "The request body must contain the following parameter: 'client_assertion_type' equal to '{JWT_BEARER}'."
+                ),
+            ));
+        }
+        if !app.assertions.iter().any(|a| a == assertion) {
+            return Err(entra_error(
+                400,
+                "invalid_client",
+                700_213,
+                &format!(
+                    "No matching federated identity record found for presented assertion. Check the federated identity credentials of app '{client_id}' (subject, audience and issuer); matching is case-sensitive."
+                ),
+            ));
+        }
+    } else {
+        return Err(entra_error(
+            400,
+            "invalid_client",
+            7_000_218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    }
+    Ok((client_id.clone(), resource.to_owned()))
+}
+
+// ---------------------------------------------------------------------------
+// IMDS and NMI
+
+fn imds(st: &mut State, req: &Req) -> (Option<String>, Reply) {
+    let invalid = |description: &str| {
+        Reply::json(
+            400,
+            &json!({"error": "invalid_request", "error_description": description}),
+        )
+    };
+    if req.method != Method::GET {
+        return (None, Reply::text(405, "method not allowed"));
+    }
+    if !req
+        .header("metadata")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return (None, invalid("Required metadata header not specified"));
+    }
+    let query = query_map(&req.query);
+    if !query.contains_key("api-version") {
+        return (
+            None,
+            invalid("Required query variable 'api-version' is missing"),
+        );
+    }
+    let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
+        return (None, invalid("Required audience parameter not specified"));
+    };
+    let principal = if let Some(id) = query.get("client_id") {
+        if !st.user_assigned.contains(id) {
+            return (Some(id.clone()), invalid("Identity not found"));
+        }
+        id.clone()
+    } else if ["object_id", "msi_res_id", "mi_res_id"]
+        .iter()
+        .any(|k| query.contains_key(*k))
+    {
+        return (None, invalid("Identity not found"));
+    } else if st.system_assigned {
+        SYSTEM_ASSIGNED_CLIENT_ID.to_owned()
+    } else {
+        let mut ids = st.user_assigned.iter();
+        match (ids.next(), ids.next()) {
+            (Some(only), None) => only.clone(),
+            (None, _) => return (None, invalid("Identity not found")),
+            (Some(_), Some(_)) => {
+                return (
+                    None,
+                    invalid(
+                        "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request",
+                    ),
+                );
+            }
+        }
+    };
+    let token = st.mint(&principal, None, resource);
+    let secs = st.token_lifetime.as_secs();
+    let now = unix_now();
+    let body = json!({
+        "access_token": token,
+        "client_id": principal,
+        "expires_in": secs.to_string(),
+        "expires_on": (now + secs).to_string(),
+        "ext_expires_in": secs.to_string(),
+        "not_before": now.to_string(),
+        "resource": resource,
+        "token_type": "Bearer",
+    });
+    (Some(principal), Reply::json(200, &body))
+}
+
+fn nmi(st: &mut State, req: &Req) -> (Option<String>, Reply) {
+    if req.method != Method::GET {
+        return (None, Reply::text(405, "method not allowed"));
+    }
+    let namespace = req.header("podns").filter(|v| !v.is_empty());
+    let pod = req.header("podname").filter(|v| !v.is_empty());
+    let (Some(namespace), Some(pod)) = (namespace, pod) else {
+        return (None, Reply::text(400, "missing podns or podname header"));
+    };
+    let query = query_map(&req.query);
+    let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
+        return (None, Reply::text(400, "parameter resource cannot be empty"));
+    };
+    let Some(ids) = st.pods.get(&(namespace.to_owned(), pod.to_owned())) else {
+        return (
+            None,
+            Reply::text(
+                404,
+                format!(
+                    "getting assigned identities for pod {namespace}/{pod} in CREATED state failed after 16 attempts, retry duration [5]s. Error: <nil>"
+                ),
+            ),
+        );
+    };
+    let client_id = match query.get("clientid") {
+        Some(wanted) if ids.contains(wanted) => wanted.clone(),
+        Some(wanted) => {
+            return (
+                Some(wanted.clone()),
+                Reply::text(
+                    403,
+                    format!("clientid {wanted} is not assigned to pod {namespace}/{pod}"),
+                ),
+            );
+        }
+        None => ids[0].clone(),
+    };
+    let token = st.mint(&client_id, None, resource);
+    let secs = st.token_lifetime.as_secs();
+    let now = unix_now();
+    let body = json!({
+        "token": {
+            "access_token": token,
+            "refresh_token": "",
+            "expires_in": secs.to_string(),
+            "expires_on": (now + secs).to_string(),
+            "not_before": now.to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+        },
+        "clientid": client_id,
+    });
+    (Some(client_id), Reply::json(200, &body))
+}
+
+// ---------------------------------------------------------------------------
+// Key Vault
+
+fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Reply {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(inner) = inner {
+        error["innererror"] = json!({"code": inner});
+    }
+    Reply::json(status, &json!({ "error": error }))
+}
+
+enum SecretOp<'a> {
+    Get {
+        name: &'a str,
+        version: Option<&'a str>,
+    },
+    List {
+        name: &'a str,
+    },
+}
+
+impl SecretOp<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Self::Get { name, .. } | Self::List { name } => name,
+        }
+    }
+
+    fn permission(&self) -> &'static str {
+        match self {
+            Self::Get { .. } => "get",
+            Self::List { .. } => "list",
+        }
+    }
+}
+
+fn parse_secret_path(path: &str) -> Option<SecretOp<'_>> {
+    let rest = path.strip_prefix("/secrets/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [name] | [name, ""] if !name.is_empty() => Some(SecretOp::Get {
+            name,
+            version: None,
+        }),
+        [name, "versions"] if !name.is_empty() => Some(SecretOp::List { name }),
+        [name, version] if !name.is_empty() => Some(SecretOp::Get {
+            name,
+            version: Some(version),
+        }),
+        _ => None,
+    }
+}
+
+fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<String>, Reply) {
+    let Some(tenant) = st.vaults.get(vault).map(|v| v.tenant.clone()) else {
+        let message = format!("The fake has no vault named '{vault}'.");
+        return (None, kv_error(404, "VaultNotFound", &message, None));
+    };
+    let challenge = format!(
+        r#"Bearer authorization="https://{AUTHORITY_HOST}:{port}/{tenant}", resource="{VAULT_RESOURCE}""#
+    );
+    let unauthorized = |message: &str| {
+        kv_error(401, "Unauthorized", message, None).header("WWW-Authenticate", &challenge)
+    };
+
+    let presented = req
+        .header(AUTHORIZATION.as_str())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(token) = presented
+        .and_then(|t| st.tokens.get(t))
+        .filter(|t| t.expires_at > SystemTime::now())
+        .cloned()
+    else {
+        return (
+            None,
+            unauthorized("AKV10000: Request is missing a Bearer or PoP token."),
+        );
+    };
+    let principal = token.principal;
+    if token.resource != VAULT_RESOURCE {
+        let message = format!(
+            "AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, found: {}.",
+            token.resource
+        );
+        return (Some(principal), unauthorized(&message));
+    }
+    if let Some(issuer) = token.tenant.as_deref()
+        && issuer != tenant
+    {
+        let message = format!(
+            "AKV10032: Invalid issuer. Expected one of https://{AUTHORITY_HOST}:{port}/{tenant}/, found https://{AUTHORITY_HOST}:{port}/{issuer}/."
+        );
+        return (Some(principal), unauthorized(&message));
+    }
+
+    let query = query_map(&req.query);
+    if !query.contains_key("api-version") {
+        let reply = kv_error(
+            400,
+            "BadParameter",
+            "The 'api-version' query parameter is missing.",
+            None,
+        );
+        return (Some(principal), reply);
+    }
+    let Some(op) = parse_secret_path(&req.path) else {
+        let message = format!("The fake does not implement {}.", req.path);
+        return (Some(principal), kv_error(404, "NotFound", &message, None));
+    };
+    if req.method != Method::GET {
+        let message = format!(
+            "The fake only implements GET on secrets, not {}.",
+            req.method
+        );
+        return (
+            Some(principal),
+            kv_error(405, "BadParameter", &message, None),
+        );
+    }
+
+    let fault = st.take_fault(vault, op.name());
+    if let Some(fault) = fault.as_ref().filter(|f| f.status != 0) {
+        return (Some(principal), Reply::from_fault(fault.clone()));
+    }
+    let mut reply = secret_op(st, port, vault, &tenant, &principal, &op, &query);
+    reply.delay = fault.and_then(|f| f.delay);
+    (Some(principal), reply)
+}
+
+fn secret_op(
+    st: &State,
+    port: u16,
+    vault_name: &str,
+    tenant: &str,
+    principal: &str,
+    op: &SecretOp<'_>,
+    query: &HashMap<String, String>,
+) -> Reply {
+    let vault = &st.vaults[vault_name];
+    let permission = op.permission();
+    if !vault
+        .grants
+        .get(principal)
+        .is_some_and(|p| p.contains(permission))
+    {
+        let message = format!(
+            "The user, group or application 'appid={principal};iss=https://{AUTHORITY_HOST}:{port}/{tenant}/' does not have secrets {permission} permission on key vault '{vault_name};location=eastus'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287"
+        );
+        return kv_error(403, "Forbidden", &message, Some("AccessDenied"));
+    }
+    let base = format!("https://{vault_name}.{VAULT_DNS_SUFFIX}:{port}");
+    let secret = vault.secrets.get(&op.name().to_ascii_lowercase());
+    match *op {
+        SecretOp::Get { name, version } => {
+            let found = secret.and_then(|s| match version {
+                None => s.versions.last(),
+                Some(wanted) => s
+                    .versions
+                    .iter()
+                    .find(|v| v.id.eq_ignore_ascii_case(wanted)),
+            });
+            match (secret, found) {
+                (Some(secret), Some(v)) if v.opts.enabled => {
+                    Reply::json(200, &secret_json(&base, secret, v, true))
+                }
+                (Some(_), Some(_)) => kv_error(
+                    403,
+                    "Forbidden",
+                    "Operation get is not allowed on a disabled secret.",
+                    Some("SecretDisabled"),
+                ),
+                _ => {
+                    let id = version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}"));
+                    not_found(&id)
+                }
+            }
+        }
+        SecretOp::List { name } => {
+            let Some(secret) = secret else {
+                return not_found(name);
+            };
+            list_versions(st, &base, secret, query)
+        }
+    }
+}
+
+fn not_found(id: &str) -> Reply {
+    let message = format!(
+        "A secret with (name/id) {id} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+    );
+    kv_error(404, "SecretNotFound", &message, None)
+}
+
+/// Listing order key: descending bit-reversed insertion index. Deterministic,
+/// never sorted by creation time for two or more versions, and stable as
+/// versions are added (so it also serves as the paging cursor).
+fn list_key(v: &Version) -> u32 {
+    v.seq.reverse_bits()
+}
+
+fn list_versions(
+    st: &State,
+    base: &str,
+    secret: &Secret,
+    query: &HashMap<String, String>,
+) -> Reply {
+    let maxresults = match query.get("maxresults").map(|m| m.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) if (1..=DEFAULT_PAGE_SIZE).contains(&n) => Some(n),
+        Some(_) => {
+            return kv_error(
+                400,
+                "BadParameter",
+                "Invalid maxresults: it must be an integer between 1 and 25.",
+                None,
+            );
+        }
+    };
+    let after = match query.get("$skiptoken").map(|t| u32::from_str_radix(t, 16)) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(_)) => return kv_error(400, "BadParameter", "Invalid $skiptoken.", None),
+    };
+    let page_size = maxresults.map_or(st.page_size, |m| m.min(st.page_size));
+    let mut items: Vec<&Version> = secret
+        .versions
+        .iter()
+        .filter(|v| after.is_none_or(|after| list_key(v) < after))
+        .collect();
+    items.sort_by_key(|v| std::cmp::Reverse(list_key(v)));
+    let more = items.len() > page_size;
+    items.truncate(page_size);
+    let next_link = match items.last() {
+        Some(last) if more => {
+            let api_version = query.get("api-version").map_or("", String::as_str);
+            let mut link = format!(
+                "{base}/secrets/{}/versions?api-version={api_version}&$skiptoken={:08x}",
+                secret.name,
+                list_key(last)
+            );
+            if let Some(m) = maxresults {
+                let _ = write!(link, "&maxresults={m}");
+            }
+            Value::String(link)
+        }
+        _ => Value::Null,
+    };
+    let value: Vec<Value> = items
+        .iter()
+        .map(|v| secret_json(base, secret, v, false))
+        .collect();
+    Reply::json(200, &json!({"value": value, "nextLink": next_link}))
+}
+
+/// A secret bundle (`with_value`) or a version list item.
+fn secret_json(base: &str, secret: &Secret, v: &Version, with_value: bool) -> Value {
+    let mut out = Map::new();
+    if with_value {
+        out.insert("value".into(), Value::String(v.value.clone()));
+    }
+    out.insert(
+        "id".into(),
+        Value::String(format!("{base}/secrets/{}/{}", secret.name, v.id)),
+    );
+    out.insert(
+        "attributes".into(),
+        json!({
+            "enabled": v.opts.enabled,
+            "created": v.created,
+            "updated": v.updated,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90,
+        }),
+    );
+    if let Some(content_type) = &v.opts.content_type {
+        out.insert("contentType".into(), Value::String(content_type.clone()));
+    }
+    if let Some(kid) = &v.opts.kid {
+        if with_value {
+            out.insert("kid".into(), Value::String(kid.clone()));
+        }
+        out.insert("managed".into(), Value::Bool(true));
+    }
+    if !v.opts.tags.is_empty() {
+        out.insert("tags".into(), json!(v.opts.tags));
+    }
+    Value::Object(out)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+fn host_without_port(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    host.to_ascii_lowercase()
+}
+
+fn query_map(query: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Each RandomState gets fresh, randomly seeded SipHash keys.
+    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `words` * 16 lowercase hex characters.
+fn random_hex(words: usize) -> String {
+    let mut out = String::with_capacity(words * 16);
+    for _ in 0..words {
+        let _ = write!(out, "{:016x}", random_u64());
+    }
+    out
+}
+
+fn random_guid() -> String {
+    let hex = random_hex(2);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
