@@ -33,6 +33,10 @@ impl Env {
     }
 
     async fn start_with(extra: &[&str]) -> Env {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    async fn start_with_env(extra: &[&str], vars: &[(&str, &str)]) -> Env {
         let fake = FakeAzure::start().await;
         fake.add_vault("kv1", TENANT);
         fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
@@ -50,7 +54,7 @@ impl Env {
             "-v=5".to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let provider = Provider::start(&args);
+        let provider = Provider::start_with_env(&args, vars);
         Env {
             fake,
             provider,
@@ -336,7 +340,11 @@ async fn managed_identities_and_pod_identity() {
     let user_assigned = env.fake.add_managed_identity(Some("uami-client-id"));
     env.fake
         .add_pod_identity("shop", "web-0", "pod-identity-client");
-    for principal in [system.as_str(), user_assigned.as_str(), "pod-identity-client"] {
+    for principal in [
+        system.as_str(),
+        user_assigned.as_str(),
+        "pod-identity-client",
+    ] {
         env.fake.grant("kv1", principal, &["get"]);
     }
     env.secret("mi", "managed-value");
@@ -632,5 +640,71 @@ async fn sigterm_lets_an_in_flight_mount_finish() {
     let status = env.provider.wait_exit();
     assert_eq!(status.code(), Some(0));
     assert!(!env.provider.socket.exists());
+    env.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_slower_than_the_timeout_is_unavailable_and_the_next_one_works() {
+    let mut env = Env::start_with(&["--mount-timeout=1s"]).await;
+    env.secret("slow", "eventually");
+    env.fake
+        .inject("kv1", "slow", Fault::slow(Duration::from_secs(3)).times(1));
+    let err = env
+        .mount_sp(&["objectName: slow\nobjectType: secret"])
+        .await
+        .expect_err("timeout");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("did not finish within 1s"),
+        "{}",
+        err.message()
+    );
+    let ok = env
+        .mount_sp(&["objectName: slow\nobjectType: secret"])
+        .await
+        .expect("next mount");
+    assert_eq!(files(&ok)[0].2, b"eventually");
+    env.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_reaches_the_logs_even_with_every_library_at_trace() {
+    let mut env = Env::start_with_env(&["--log-format-json"], &[("RUST_LOG", "trace")]).await;
+    env.fake.add_federated_identity(TENANT, WI_ID, SA_TOKEN);
+    env.fake.grant("kv1", WI_ID, &["get", "list"]);
+    env.secret("one", "first-secret-value-xyz");
+    env.secret("one", "second-secret-value-xyz");
+    let tokens = tokens_attribute("api://AzureADTokenExchange", SA_TOKEN);
+    let params = env.params(
+        &["objectName: one\nobjectType: secret\nobjectVersionHistory: 2"],
+        &[
+            ("clientID", WI_ID.to_owned()),
+            ("csi.storage.k8s.io/serviceAccount.tokens", tokens),
+        ],
+    );
+    env.mount(&params, "{}")
+        .await
+        .expect("workload identity mount");
+    env.mount_sp(&["objectName: one\nobjectType: secret"])
+        .await
+        .expect("service principal mount");
+    env.fake.inject("kv1", "one", Fault::status(500).times(1));
+    env.mount_sp(&["objectName: one\nobjectType: secret"])
+        .await
+        .expect("retried mount");
+    // Access tokens issued to the provider are secrets too.
+    let issued = env.fake.issued_tokens();
+    assert!(issued.len() >= 2, "tokens were issued: {issued:?}");
+    env.sensitive.extend(issued);
+    let logs = env.provider.logs();
+    assert!(logs.lines().count() > 20, "trace logging is on");
+    for line in logs.lines() {
+        assert!(
+            !line.to_ascii_lowercase().contains("authorization: bearer"),
+            "{line}"
+        );
+        assert!(!line.contains("access_token"), "{line}");
+        assert!(!line.contains("client_assertion="), "{line}");
+    }
     env.assert_no_leaks();
 }

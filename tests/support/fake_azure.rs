@@ -407,6 +407,11 @@ impl FakeAzure {
         self.shared.lock().mint(principal, tenant, resource)
     }
 
+    /// Every access token issued so far (to scan logs for leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().tokens.keys().cloned().collect()
+    }
+
     /// Makes every token issued so far invalid.
     pub fn expire_all_tokens(&self) {
         for token in self.shared.lock().tokens.values_mut() {

@@ -26,13 +26,27 @@ pub struct Provider {
 impl Provider {
     /// Starts the binary with `args` (plus `--endpoint` on a fresh socket) and waits for the socket.
     pub fn start(args: &[String]) -> Provider {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Self::start`], with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Provider {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("providers/azure.sock");
-        Self::start_at(args, socket, dir)
+        Self::spawn(args, env, socket, dir)
     }
 
     /// Starts the binary listening on `socket`; `dir` is kept alive with the process.
     pub fn start_at(args: &[String], socket: PathBuf, dir: tempfile::TempDir) -> Provider {
+        Self::spawn(args, &[], socket, dir)
+    }
+
+    fn spawn(
+        args: &[String],
+        env: &[(&str, &str)],
+        socket: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Provider {
         let log_file = dir.path().join(format!(
             "provider-{}.log",
             std::process::id() ^ rand_suffix()
@@ -42,6 +56,7 @@ impl Provider {
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
