@@ -160,6 +160,10 @@ pub struct Config {
     #[arg(long, default_value = "http://127.0.0.1:2579")]
     pub pod_identity_endpoint: String,
 
+    /// Distinct object names kept as values of the `object_name` metric label; more share `_other`.
+    #[arg(long, default_value_t = 500)]
+    pub metrics_max_object_names: u16,
+
     /// Objects of one Mount fetched at the same time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_fetches: u16,

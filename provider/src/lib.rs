@@ -4,12 +4,14 @@
 //! an identity is turned into a credential ([`auth`]), objects are read from Key Vault
 //! ([`keyvault`]), converted into files ([`convert`]) and answered by [`grpc`].
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod cloud;
 pub mod convert;
 pub mod grpc;
 pub mod keyvault;
+pub mod metrics;
 pub mod mount;
 pub mod sensitive;
 pub mod server;
@@ -27,3 +29,7 @@ pub mod v1alpha1 {
 pub const RUNTIME_NAME: &str = "akv-csi-provider";
 /// The crate's semantic version, reported by `Version` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`unknown` outside a git checkout).
+pub const GIT_COMMIT: &str = env!("AKV_GIT_COMMIT");
+/// The build date, RFC 3339.
+pub const BUILD_DATE: &str = env!("AKV_BUILD_DATE");

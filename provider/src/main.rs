@@ -1,17 +1,20 @@
 //! The `akv-csi-provider` binary: flags in, library out.
 
 use akv_csi_provider::{
-    VERSION,
+    BUILD_DATE, GIT_COMMIT, VERSION,
+    admin::{self, AdminConfig},
     auth::CredentialFactory,
     cli::Config,
     grpc::ProviderService,
     keyvault::SdkConnector,
+    metrics::Metrics,
     mount::{Mounter, MounterConfig},
     server, telemetry,
     transport::{HttpTransport, TransportConfig},
 };
 use anyhow::Context;
 use std::{io::Write, process::ExitCode, sync::Arc};
+use tokio_util::sync::CancellationToken;
 
 /// The driver's default `--max-call-recv-msg-size`.
 const DRIVER_DEFAULT_MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
@@ -24,8 +27,8 @@ fn main() -> ExitCode {
     if config.version {
         let info = serde_json::json!({
             "version": VERSION,
-            "buildDate": env!("AKV_BUILD_DATE"),
-            "gitCommit": env!("AKV_GIT_COMMIT"),
+            "buildDate": BUILD_DATE,
+            "gitCommit": GIT_COMMIT,
         });
         let mut out = std::io::stdout().lock();
         return if writeln!(out, "{info}").is_ok() {
@@ -67,11 +70,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "--enable-pprof is accepted for compatibility; no profiling endpoint is served"
         );
     }
+    let metrics = Arc::new(Metrics::new(usize::from(config.metrics_max_object_names)));
     let transport = HttpTransport::new(&TransportConfig {
         ca_file: config.ca_file.clone(),
         resolve: config.resolve.clone(),
         user_agent_suffix: config.custom_user_agent.clone(),
         imds_endpoint: Some(config.imds_endpoint.clone()),
+        metrics: Some(metrics.clone()),
     })?;
     let pod_identity_endpoint =
         url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
@@ -80,7 +85,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 config.pod_identity_endpoint
             )
         })?;
-    let credentials = CredentialFactory::new(transport.clone(), pod_identity_endpoint);
+    let credentials =
+        CredentialFactory::new(transport.clone(), pod_identity_endpoint, metrics.clone());
     let mounter = Mounter::new(
         credentials,
         Arc::new(SdkConnector::new(transport)),
@@ -88,19 +94,57 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
             max_reply_bytes: DRIVER_DEFAULT_MAX_REPLY_BYTES,
         },
+        metrics.clone(),
     );
-    let service = ProviderService::new(Arc::new(mounter), default_cloud, config.mount_timeout);
+    let service = ProviderService::new(
+        Arc::new(mounter),
+        default_cloud,
+        config.mount_timeout,
+        metrics.clone(),
+    );
     let path = server::socket_path(&config.endpoint)?;
     let listener = server::bind(&path)?;
-    tracing::info!(endpoint = %config.endpoint, version = VERSION, cloud = %default_cloud, "provider listening");
-    server::serve(
+
+    let stop = CancellationToken::new();
+    let admin = admin::serve(
+        AdminConfig {
+            healthz_port: config.healthz_port,
+            healthz_path: config.healthz_path.clone(),
+            healthz_timeout: config.healthz_timeout,
+            prometheus_port: config.prometheus_port,
+            socket: path.clone(),
+        },
+        metrics,
+        stop.clone(),
+    );
+    let admin = tokio::spawn(admin);
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    tracing::info!(
+        endpoint = %config.endpoint,
+        version = VERSION,
+        cloud = %default_cloud,
+        healthz = %format!(":{}{}", config.healthz_port, config.healthz_path),
+        metrics = %format!(":{}/metrics", config.prometheus_port),
+        "provider listening"
+    );
+    let served = server::serve(
         listener,
         &path,
         service,
-        shutdown_signal(),
+        stop.clone().cancelled_owned(),
         config.drain_timeout,
     )
-    .await?;
+    .await;
+    stop.cancel();
+    let admin_result = admin.await.context("admin endpoints task")?;
+    served?;
+    admin_result?;
     tracing::info!("provider stopped; socket removed");
     Ok(())
 }

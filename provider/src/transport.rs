@@ -4,6 +4,7 @@
 //! `--custom-user-agent` to the SDK's User-Agent and sends managed-identity requests to
 //! `--imds-endpoint`. TLS verification is never disabled.
 
+use crate::metrics::Metrics;
 use async_trait::async_trait;
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport, Url};
 use std::{
@@ -66,6 +67,8 @@ pub struct TransportConfig {
     pub user_agent_suffix: String,
     /// Where VM managed-identity token requests go.
     pub imds_endpoint: Option<String>,
+    /// Where responses are counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// A host pattern and the address it resolves to.
@@ -133,6 +136,7 @@ pub struct HttpTransport {
     client: reqwest::Client,
     user_agent_suffix: String,
     imds_endpoint: Option<Url>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl HttpTransport {
@@ -167,6 +171,7 @@ impl HttpTransport {
             client,
             user_agent_suffix: config.user_agent_suffix.trim().to_owned(),
             imds_endpoint,
+            metrics: config.metrics.clone(),
         }))
     }
 
@@ -230,13 +235,72 @@ fn read_ca_file(path: &PathBuf) -> Result<Vec<reqwest::Certificate>, TransportEr
     Ok(certs)
 }
 
+/// Which Azure service a request is for, and the vault name for Key Vault requests.
+fn service_of(url: &Url) -> (&'static str, Option<String>) {
+    let path = url.path();
+    let host = url.host_str().unwrap_or_default();
+    if path.starts_with("/metadata/identity") || path.starts_with("/host/token") {
+        return ("managed_identity", None);
+    }
+    if path.contains("/oauth2/") {
+        return ("token", None);
+    }
+    let vault_paths = ["/secrets", "/keys", "/certificates", "/deleted"];
+    if vault_paths.iter().any(|p| path.starts_with(p)) {
+        let vault = host.split('.').next().unwrap_or(host).to_ascii_lowercase();
+        return ("keyvault", Some(vault));
+    }
+    ("other", None)
+}
+
+/// The HTTP status and whether a transport failure (connection, I/O) is anywhere in an error chain.
+pub fn http_cause(err: &azure_core::Error) -> (Option<u16>, bool) {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut status = None;
+    let mut connection = false;
+    while let Some(e) = current {
+        if let Some(az) = e.downcast_ref::<azure_core::Error>() {
+            match az.kind() {
+                azure_core::error::ErrorKind::HttpResponse { status: s, .. } => {
+                    status = Some(u16::from(*s));
+                }
+                azure_core::error::ErrorKind::Connection | azure_core::error::ErrorKind::Io => {
+                    connection = true;
+                }
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<reqwest::Error>().is_some() {
+            connection = true;
+        }
+        current = e.source();
+    }
+    (status, connection)
+}
+
 #[async_trait]
 impl HttpClient for HttpTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
-        match self.rewrite(request) {
+        let result = match self.rewrite(request) {
             Some(changed) => self.client.execute_request(&changed).await,
             None => self.client.execute_request(request).await,
+        };
+        if let Some(metrics) = &self.metrics {
+            let (service, vault) = service_of(request.url());
+            let status = result.as_ref().ok().map(|r| u16::from(r.status()));
+            metrics.azure_response(service, vault.as_deref(), status);
+            if let (Some(429), Some(vault), Ok(response)) =
+                (status, vault.as_deref(), result.as_ref())
+            {
+                let wait = response
+                    .headers()
+                    .get_optional_str(&azure_core::http::headers::RETRY_AFTER)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                metrics.throttled(vault, wait);
+            }
         }
+        result
     }
 }
 

@@ -20,6 +20,10 @@ pub struct Provider {
     pub socket: PathBuf,
     /// Where the process's stderr (its logs) goes.
     pub log_file: PathBuf,
+    /// Port of the health probe.
+    pub healthz_port: u16,
+    /// Port of `/metrics`.
+    pub metrics_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -52,8 +56,27 @@ impl Provider {
             std::process::id() ^ rand_suffix()
         ));
         let log = std::fs::File::create(&log_file).expect("log file");
+        let has = |flag: &str| args.iter().any(|a| a.starts_with(flag));
+        let healthz_port = if has("--healthz-port") {
+            0
+        } else {
+            free_port()
+        };
+        let metrics_port = if has("--prometheus-port") {
+            0
+        } else {
+            free_port()
+        };
+        let mut ports = Vec::new();
+        if healthz_port != 0 {
+            ports.push(format!("--healthz-port={healthz_port}"));
+        }
+        if metrics_port != 0 {
+            ports.push(format!("--prometheus-port={metrics_port}"));
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_akv-csi-provider"))
             .arg(format!("--endpoint=unix://{}", socket.display()))
+            .args(ports)
             .args(args)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
@@ -66,6 +89,8 @@ impl Provider {
             child: Some(child),
             socket,
             log_file,
+            healthz_port,
+            metrics_port,
             _dir: dir,
         };
         provider.wait_for_socket();
@@ -147,6 +172,23 @@ impl Drop for Provider {
             let _ = child.wait();
         }
     }
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// GET `http://127.0.0.1:<port><path>`: (status, body).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .expect("HTTP GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
 }
 
 fn rand_suffix() -> u32 {

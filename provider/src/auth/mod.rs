@@ -7,7 +7,9 @@ mod pod_identity;
 
 pub use pod_identity::PodIdentityCredential;
 
-use crate::{cloud::CloudEnvironment, sensitive::SecretString, transport::HttpTransport};
+use crate::{
+    cloud::CloudEnvironment, metrics::Metrics, sensitive::SecretString, transport::HttpTransport,
+};
 use azure_core::{
     cloud::{CloudConfiguration, CustomConfiguration},
     credentials::TokenCredential,
@@ -195,19 +197,61 @@ impl ClientAssertion for ServiceAccountAssertion {
     }
 }
 
+/// Counts token requests by identity mode and outcome.
+struct MeteredCredential {
+    inner: Arc<dyn TokenCredential>,
+    mode: &'static str,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for MeteredCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeteredCredential")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for MeteredCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let result = self.inner.get_token(scopes, options).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => match crate::transport::http_cause(e) {
+                (Some(s), _) if s == 429 || s >= 500 => "unavailable",
+                (None, true) => "unavailable",
+                _ => "rejected",
+            },
+        };
+        self.metrics.token_request(self.mode, outcome);
+        result
+    }
+}
+
 /// Builds credentials that share one HTTP transport.
 #[derive(Debug, Clone)]
 pub struct CredentialFactory {
     transport: Arc<HttpTransport>,
     pod_identity_endpoint: Url,
+    metrics: Arc<Metrics>,
 }
 
 impl CredentialFactory {
     /// A factory over the shared transport; `pod_identity_endpoint` is the NMI base URL.
-    pub fn new(transport: Arc<HttpTransport>, pod_identity_endpoint: Url) -> Self {
+    pub fn new(
+        transport: Arc<HttpTransport>,
+        pod_identity_endpoint: Url,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             transport,
             pod_identity_endpoint,
+            metrics,
         }
     }
 
@@ -282,6 +326,10 @@ impl CredentialFactory {
                 pod_name.clone(),
             )),
         };
-        Ok(credential)
+        Ok(Arc::new(MeteredCredential {
+            inner: credential,
+            mode,
+            metrics: self.metrics.clone(),
+        }))
     }
 }

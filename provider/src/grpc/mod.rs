@@ -7,6 +7,7 @@ pub use status::to_status;
 use crate::{
     RUNTIME_NAME, VERSION,
     cloud::CloudName,
+    metrics::Metrics,
     mount::{self, MountError, MountOutput, Mounter},
     v1alpha1::{
         File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse,
@@ -27,15 +28,26 @@ pub struct ProviderService {
     mounter: Arc<Mounter>,
     default_cloud: CloudName,
     mount_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
+
+/// Method paths as the driver calls them (the `grpc_method` label).
+const MOUNT_METHOD: &str = "/v1alpha1.CSIDriverProvider/Mount";
+const VERSION_METHOD: &str = "/v1alpha1.CSIDriverProvider/Version";
 
 impl ProviderService {
     /// A service over a mounter; `mount_timeout` bounds a Mount when the driver sets no deadline.
-    pub fn new(mounter: Arc<Mounter>, default_cloud: CloudName, mount_timeout: Duration) -> Self {
+    pub fn new(
+        mounter: Arc<Mounter>,
+        default_cloud: CloudName,
+        mount_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             mounter,
             default_cloud,
             mount_timeout,
+            metrics,
         }
     }
 
@@ -79,6 +91,8 @@ impl CsiDriverProvider for ProviderService {
         &self,
         _request: Request<VersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
+        self.metrics
+            .grpc_request(VERSION_METHOD, tonic::Code::Ok, None, Duration::ZERO);
         Ok(Response::new(VersionResponse {
             version: API_VERSION.to_owned(),
             runtime_name: RUNTIME_NAME.to_owned(),
@@ -91,8 +105,16 @@ impl CsiDriverProvider for ProviderService {
         request: Request<MountRequest>,
     ) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = self.metrics.mount_started();
         let request = request.into_inner();
-        match self.run(&request).await {
+        let result = self.run(&request).await;
+        let (code, kind) = match &result {
+            Ok(_) => (tonic::Code::Ok, None),
+            Err((_, e)) => (to_status(e).code(), Some(e.kind())),
+        };
+        self.metrics
+            .grpc_request(MOUNT_METHOD, code, kind, started.elapsed());
+        match result {
             Ok((plan, output)) => {
                 tracing::debug!(
                     pod = %format!("{}/{}", plan.pod.namespace, plan.pod.name),

@@ -132,7 +132,7 @@ const GENERIC_CONTEXT: [&str; 2] = [
 ];
 
 /// The messages of an error and its sources, without the SDK's generic wrappers, as one bounded line.
-pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(err);
     while let Some(e) = current {
@@ -189,27 +189,6 @@ fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> 
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The innermost `azure_core::Error` with an HTTP status, or connection trouble, in a chain.
-fn credential_cause(err: &azure_core::Error) -> (Option<u16>, bool) {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut status = None;
-    let mut connection = false;
-    while let Some(e) = current {
-        if let Some(az) = e.downcast_ref::<azure_core::Error>() {
-            match az.kind() {
-                ErrorKind::HttpResponse { status: s, .. } => status = Some(u16::from(*s)),
-                ErrorKind::Connection | ErrorKind::Io => connection = true,
-                _ => {}
-            }
-        }
-        if e.downcast_ref::<reqwest::Error>().is_some() {
-            connection = true;
-        }
-        current = e.source();
-    }
-    (status, connection)
-}
-
 /// Turns an SDK error for `object` in `vault` during `permission` (`get`/`list`) into a [`KeyVaultError`].
 pub fn classify(
     err: &azure_core::Error,
@@ -257,7 +236,7 @@ pub fn classify(
             }
         }
         ErrorKind::Credential => {
-            let (status, connection) = credential_cause(err);
+            let (status, connection) = crate::transport::http_cause(err);
             let detail = describe(err);
             match status {
                 Some(s) if s == 429 || s >= 500 => {

@@ -3,7 +3,7 @@
 mod error;
 mod sdk;
 
-pub use error::{KeyVaultError, classify};
+pub use error::{KeyVaultError, classify, describe};
 pub use sdk::{SdkConnector, retry_options};
 
 use crate::sensitive::SecretBytes;

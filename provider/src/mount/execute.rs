@@ -5,11 +5,12 @@ use crate::{
     auth::CredentialFactory,
     convert::{self, ConvertError},
     keyvault::{FetchedSecret, KeyVaultError, Vault, VaultConnector, VersionInfo},
+    metrics::Metrics,
     sensitive::SecretBytes,
     spc::{KeyVaultObject, ObjectFormat, ObjectType},
 };
 use futures::{StreamExt, TryStreamExt, stream};
-use std::{cmp::Reverse, sync::Arc};
+use std::{cmp::Reverse, sync::Arc, time::Instant};
 
 /// Content type of PKCS#12 certificate-backed secrets.
 const CONTENT_TYPE_PKCS12: &str = "application/x-pkcs12";
@@ -55,6 +56,7 @@ pub struct Mounter {
     credentials: CredentialFactory,
     connector: Arc<dyn VaultConnector>,
     config: MounterConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl Mounter {
@@ -63,11 +65,13 @@ impl Mounter {
         credentials: CredentialFactory,
         connector: Arc<dyn VaultConnector>,
         config: MounterConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             credentials,
             connector,
             config,
+            metrics,
         }
     }
 
@@ -87,7 +91,7 @@ impl Mounter {
             .spc
             .objects
             .iter()
-            .map(|object| fetch_object(vault.as_ref(), vault_name, object, plan.default_mode))
+            .map(|object| self.timed_fetch(vault.as_ref(), vault_name, object, plan.default_mode))
             .collect();
         let parts: Vec<MountOutput> = stream::iter(fetches)
             .buffered(self.config.max_concurrent_fetches.max(1))
@@ -112,7 +116,31 @@ impl Mounter {
                 limit: self.config.max_reply_bytes,
             });
         }
+        self.metrics.mount_size(plan.spc.objects.len(), total);
         Ok(output)
+    }
+
+    /// Fetches one object and records its latency and outcome in `keyvault_request`.
+    async fn timed_fetch(
+        &self,
+        vault: &dyn Vault,
+        vault_name: &str,
+        object: &KeyVaultObject,
+        default_mode: u32,
+    ) -> Result<MountOutput, FetchError> {
+        let started = Instant::now();
+        let result = fetch_object(vault, vault_name, object, default_mode).await;
+        let error = result.as_ref().err().map(|e| match e {
+            FetchError::Vault(e) => e.kind(),
+            FetchError::Convert(e) => e.kind(),
+        });
+        self.metrics.keyvault_request(
+            object.object_type.as_str(),
+            &object.name,
+            error,
+            started.elapsed(),
+        );
+        result
     }
 }
 

@@ -1,0 +1,198 @@
+//! The HTTP endpoints for operators: `/metrics` (Prometheus) and the health probe.
+//!
+//! The probe dials the provider's own unix socket and calls `grpc.health.v1.Health/Check`, so it
+//! reports what the driver would see: 200 `ok` when the socket is bound and serving, 503 with the
+//! reason otherwise. It never calls Key Vault: a Key Vault outage must not restart every provider.
+
+use crate::metrics::Metrics;
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use hyper_util::rt::TokioIo;
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Errors of the admin endpoints.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// A port could not be bound (in use, or not allowed).
+    #[error("cannot listen on {addr} for {what}: {reason}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// `/metrics` or the health probe.
+        what: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `--healthz-path` does not start with '/'.
+    #[error("--healthz-path \"{0}\" must start with '/'")]
+    Path(String),
+}
+
+impl AdminError {
+    /// Stable short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Bind { .. } => "bind",
+            Self::Path(_) => "path",
+        }
+    }
+}
+
+/// Settings of the admin endpoints.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Port of the health probe.
+    pub healthz_port: u16,
+    /// Path of the health probe.
+    pub healthz_path: String,
+    /// Time allowed for the gRPC health check.
+    pub healthz_timeout: Duration,
+    /// Port of `/metrics`.
+    pub prometheus_port: u16,
+    /// The provider's socket.
+    pub socket: PathBuf,
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    socket: Arc<PathBuf>,
+    timeout: Duration,
+}
+
+/// Checks the provider's own gRPC health service over its socket.
+pub async fn check_socket(socket: &Path, timeout: Duration) -> Result<(), String> {
+    let socket = socket.to_path_buf();
+    let attempt = async move {
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot connect to the provider socket: {}",
+                    crate::keyvault::describe(&e)
+                )
+            })?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(|e| format!("health check failed: {}", e.message()))?
+            .into_inner()
+            .status;
+        if status == ServingStatus::Serving as i32 {
+            Ok(())
+        } else {
+            Err(format!("the provider reports status {status}, not SERVING"))
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match check_socket(&state.socket, state.timeout).await {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(reason) => {
+            tracing::warn!(reason = %reason, "health probe failed");
+            (StatusCode::SERVICE_UNAVAILABLE, reason)
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn listen(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<tokio::net::TcpListener, AdminError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AdminError::Bind {
+            addr,
+            what,
+            reason: e.to_string(),
+        })
+}
+
+/// Binds the admin ports and serves them until `stop` is cancelled.
+pub async fn serve(
+    config: AdminConfig,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<(), AdminError> {
+    if !config.healthz_path.starts_with('/') {
+        return Err(AdminError::Path(config.healthz_path));
+    }
+    let state = AppState {
+        metrics,
+        socket: Arc::new(config.socket),
+        timeout: config.healthz_timeout,
+    };
+    let health = Router::new().route(&config.healthz_path, get(healthz));
+    let metrics_router = Router::new().route("/metrics", get(metrics_text));
+    let any = std::net::Ipv4Addr::UNSPECIFIED;
+    let mut servers = Vec::new();
+    if config.healthz_port == config.prometheus_port {
+        let listener = listen(
+            SocketAddr::from((any, config.healthz_port)),
+            "/metrics and the health probe",
+        )
+        .await?;
+        servers.push((listener, health.merge(metrics_router).with_state(state)));
+    } else {
+        let listener = listen(
+            SocketAddr::from((any, config.healthz_port)),
+            "the health probe",
+        )
+        .await?;
+        servers.push((listener, health.with_state(state.clone())));
+        let listener = listen(SocketAddr::from((any, config.prometheus_port)), "/metrics").await?;
+        servers.push((listener, metrics_router.with_state(state)));
+    }
+    let tasks: Vec<_> = servers
+        .into_iter()
+        .map(|(listener, router)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::warn!(error = %e, "admin endpoint stopped");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
