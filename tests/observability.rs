@@ -256,7 +256,7 @@ async fn metrics_after_a_good_and_a_failing_mount() {
         assert_eq!(s["vault"], "kv1");
         assert_eq!(s["objects"], 1);
         assert!(s["duration_ms"].is_u64(), "{s}");
-        assert!(s["timestamp"].is_string() && s["level"].is_string(), "{s}");
+        assert!(s["time"].is_string() && s["level"].is_string(), "{s}");
     }
     for secret in [SECRET_VALUE, SP_SECRET] {
         assert!(!logs.contains(secret));

@@ -128,7 +128,9 @@ async fn serves_version_and_health_then_drains_on_sigterm() {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(
-            value.get("level").is_some() && value.get("timestamp").is_some(),
+            value.get("level").is_some()
+                && value.get("time").is_some()
+                && value.get("message").is_some(),
             "{line}"
         );
     }

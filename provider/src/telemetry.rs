@@ -2,8 +2,15 @@
 //!
 //! `-v` 0-1: essentials (start, stop, failed mounts); 2-4: one summary line per Mount;
 //! 5 and up: per-object detail. `RUST_LOG` overrides the filter when set.
+//! JSON lines are `{"time": RFC 3339, "level", "message", <fields>...}`.
 
-use tracing_subscriber::{EnvFilter, fmt};
+use std::fmt;
+use tracing::{Event, Subscriber, field::Field};
+use tracing_subscriber::{
+    EnvFilter,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    registry::LookupSpan,
+};
 
 /// The tracing filter for a klog verbosity.
 pub fn filter_for(verbosity: u8) -> String {
@@ -15,21 +22,77 @@ pub fn filter_for(verbosity: u8) -> String {
     format!("warn,akv_csi_provider={ours}")
 }
 
+/// Collects an event's fields as JSON values.
+#[derive(Default)]
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(
+            field.name().to_owned(),
+            serde_json::Value::String(format!("{value:?}")),
+        );
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+}
+
+/// One JSON object per line: `time`, `level`, `message`, then the event's fields.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = JsonFields::default();
+        event.record(&mut fields);
+        let mut line = serde_json::Map::new();
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        line.insert("time".into(), time.into());
+        line.insert("level".into(), event.metadata().level().as_str().into());
+        let message = fields.0.remove("message").unwrap_or_default();
+        line.insert("message".into(), message);
+        for (key, value) in fields.0 {
+            line.entry(key).or_insert(value);
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
 /// Installs the global subscriber writing to stderr. Call once, at start.
 pub fn init(verbosity: u8, json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter_for(verbosity)));
-    let builder = fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
     // A second init (tests) keeps the first subscriber.
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
+        builder.event_format(JsonLines).try_init()
     } else {
         builder.try_init()
     };
