@@ -172,6 +172,26 @@ pub struct Config {
     #[arg(long, default_value = "20s", value_parser = duration_arg)]
     pub drain_timeout: Duration,
 
+    /// Requests in flight to one vault from this provider, across all Mounts.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_concurrent_per_vault: u16,
+
+    /// How long the value of a pinned objectVersion is kept in memory (Go duration; 0 disables).
+    #[arg(long, default_value = "1h", value_parser = duration_arg)]
+    pub pinned_cache_ttl: Duration,
+
+    /// How long a latest-version read may be reused by other Mounts (Go duration; 0 = always read).
+    #[arg(long, default_value = "0s", value_parser = duration_arg)]
+    pub latest_cache_window: Duration,
+
+    /// Most MiB of secret values kept in the caches.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cache_max_mib: u32,
+
+    /// Retries of a throttled (429) or unavailable (5xx, timeout) Key Vault read within the deadline.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub max_retries: u32,
+
     /// Time allowed for one Mount when the driver sets no deadline (Go duration).
     #[arg(long, default_value = "60s", value_parser = duration_arg)]
     pub mount_timeout: Duration,

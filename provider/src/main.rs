@@ -6,7 +6,7 @@ use akv_csi_provider::{
     auth::CredentialFactory,
     cli::Config,
     grpc::ProviderService,
-    keyvault::SdkConnector,
+    keyvault::{ReadCacheConfig, RetryPolicy, SdkConnector},
     metrics::Metrics,
     mount::{Mounter, MounterConfig},
     server, telemetry,
@@ -93,6 +93,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         MounterConfig {
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
             max_reply_bytes: DRIVER_DEFAULT_MAX_REPLY_BYTES,
+            max_concurrent_per_vault: usize::from(config.max_concurrent_per_vault),
+            retry: RetryPolicy {
+                max_retries: config.max_retries,
+                ..RetryPolicy::default()
+            },
+            cache: ReadCacheConfig {
+                pinned_ttl: config.pinned_cache_ttl,
+                latest_window: config.latest_cache_window,
+                max_bytes: u64::from(config.cache_max_mib) * 1024 * 1024,
+            },
         },
         metrics.clone(),
     );

@@ -76,6 +76,15 @@ pub struct TokenLabels {
     pub outcome: String,
 }
 
+/// Labels of cache lookups.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `token`, `pinned`, `latest` or `read` (in-flight reads).
+    pub cache: String,
+    /// `hit`, `miss` or `coalesced` (waited for an identical request in flight).
+    pub result: String,
+}
+
 /// Labels of build info.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -130,6 +139,8 @@ pub struct Metrics {
     throttled: Family<VaultLabels, Counter>,
     retry_after_seconds: Family<VaultLabels, Counter<f64>>,
     token_requests: Family<TokenLabels, Counter>,
+    cache_lookups: Family<CacheLabels, Counter>,
+    throttle_wait_seconds: Family<VaultLabels, Counter<f64>>,
     mount_objects: Histogram,
     mount_bytes: Histogram,
     mounts_in_flight: Gauge,
@@ -149,6 +160,7 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     /// Registers every metric; `max_object_names` bounds the `object_name` label.
+    #[allow(clippy::too_many_lines)] // one registration per series, in exposition order
     pub fn new(max_object_names: usize) -> Self {
         let mut registry = Registry::default();
         let keyvault_request = Family::<KeyVaultRequestLabels, Histogram>::new_with_constructor(
@@ -161,6 +173,8 @@ impl Metrics {
         let throttled = Family::<VaultLabels, Counter>::default();
         let retry_after_seconds = Family::<VaultLabels, Counter<f64>>::default();
         let token_requests = Family::<TokenLabels, Counter>::default();
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        let throttle_wait_seconds = Family::<VaultLabels, Counter<f64>>::default();
         let mount_objects =
             Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]);
         let mount_bytes = Histogram::new([
@@ -213,6 +227,16 @@ impl Metrics {
             token_requests.clone(),
         );
         registry.register(
+            "akv_cache_lookups",
+            "Cache lookups by cache (token, pinned, latest, read) and result (hit, miss, coalesced)",
+            cache_lookups.clone(),
+        );
+        registry.register(
+            "akv_throttle_wait_seconds",
+            "Seconds the provider waited before retrying a throttled or unavailable vault",
+            throttle_wait_seconds.clone(),
+        );
+        registry.register(
             "akv_mount_objects",
             "Objects per successful Mount",
             mount_objects.clone(),
@@ -241,6 +265,8 @@ impl Metrics {
             throttled,
             retry_after_seconds,
             token_requests,
+            cache_lookups,
+            throttle_wait_seconds,
             mount_objects,
             mount_bytes,
             mounts_in_flight,
@@ -320,6 +346,25 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Records a cache lookup.
+    pub fn cache_lookup(&self, cache: &str, result: &str) {
+        self.cache_lookups
+            .get_or_create(&CacheLabels {
+                cache: cache.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a wait before retrying a vault.
+    pub fn throttle_wait(&self, vault: &str, waited: Duration) {
+        self.throttle_wait_seconds
+            .get_or_create(&VaultLabels {
+                vault: self.vault_names.label(vault),
+            })
+            .inc_by(waited.as_secs_f64());
     }
 
     /// Records the size of a successful Mount.

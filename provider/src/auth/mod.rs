@@ -4,8 +4,10 @@
 //! credentials; pod identity (deprecated AAD pod identity, NMI) is a small credential of our own.
 
 mod pod_identity;
+mod token_cache;
 
 pub use pod_identity::PodIdentityCredential;
+pub use token_cache::{CachedCredential, REFRESH_MARGIN, TokenCache};
 
 use crate::{
     cloud::CloudEnvironment, metrics::Metrics, sensitive::SecretString, transport::HttpTransport,
@@ -117,7 +119,77 @@ pub enum Identity {
     },
 }
 
+/// A digest of an identity and the proof it presents (token, secret), plus the authority.
+///
+/// Caches of tokens, clients and values are keyed by it: equal keys mean Entra and Key Vault
+/// verified exactly this proof, so sharing what they returned is safe.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IdentityKey(pub [u8; 32]);
+
+impl fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IdentityKey({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
 impl Identity {
+    /// The cache key of this identity in `cloud`.
+    pub fn key(&self, cloud: &CloudEnvironment) -> IdentityKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        part(self.mode().as_bytes());
+        part(cloud.authority_host.as_str().as_bytes());
+        match self {
+            Self::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                token,
+            } => {
+                part(tenant_id.as_bytes());
+                part(client_id.as_bytes());
+                part(token.expose().as_bytes());
+            }
+            Self::ServicePrincipal {
+                tenant_id,
+                client_id,
+                client_secret,
+            } => {
+                part(tenant_id.as_bytes());
+                part(client_id.as_bytes());
+                part(client_secret.expose().as_bytes());
+            }
+            Self::ManagedIdentity {
+                user_assigned_client_id,
+            } => {
+                part(
+                    user_assigned_client_id
+                        .as_deref()
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
+            }
+            Self::PodIdentity {
+                namespace,
+                pod_name,
+            } => {
+                part(namespace.as_bytes());
+                part(pod_name.as_bytes());
+            }
+        }
+        let digest = h.finalize();
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&digest);
+        IdentityKey(key)
+    }
+
     /// Stable name of the identity mode, for metrics and logs.
     pub fn mode(&self) -> &'static str {
         match self {
@@ -239,6 +311,7 @@ pub struct CredentialFactory {
     transport: Arc<HttpTransport>,
     pod_identity_endpoint: Url,
     metrics: Arc<Metrics>,
+    tokens: Arc<TokenCache>,
 }
 
 impl CredentialFactory {
@@ -251,6 +324,7 @@ impl CredentialFactory {
         Self {
             transport,
             pod_identity_endpoint,
+            tokens: Arc::new(TokenCache::new(metrics.clone())),
             metrics,
         }
     }
@@ -326,10 +400,15 @@ impl CredentialFactory {
                 pod_name.clone(),
             )),
         };
-        Ok(Arc::new(MeteredCredential {
+        let metered = Arc::new(MeteredCredential {
             inner: credential,
             mode,
             metrics: self.metrics.clone(),
-        }))
+        });
+        Ok(Arc::new(CachedCredential::new(
+            metered,
+            identity.key(cloud),
+            self.tokens.clone(),
+        )))
     }
 }

@@ -54,14 +54,32 @@ impl ProviderService {
     async fn run(
         &self,
         request: &MountRequest,
+        budget: Duration,
     ) -> Result<(mount::MountPlan, MountOutput), (Option<mount::MountPlan>, MountError)> {
         let plan = mount::plan(request, self.default_cloud).map_err(|e| (None, e))?;
-        match tokio::time::timeout(self.mount_timeout, self.mounter.mount(&plan)).await {
+        let deadline = tokio::time::Instant::now() + budget;
+        match tokio::time::timeout(budget, self.mounter.mount(&plan, deadline)).await {
             Ok(Ok(output)) => Ok((plan, output)),
             Ok(Err(e)) => Err((Some(plan), e)),
-            Err(_) => Err((Some(plan), MountError::Timeout(self.mount_timeout))),
+            Err(_) => Err((Some(plan), MountError::Timeout(budget))),
         }
     }
+}
+
+/// The `grpc-timeout` of a call (`<digits><unit>`, unit one of H M S m u n).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn response(output: MountOutput) -> MountResponse {
@@ -106,8 +124,13 @@ impl CsiDriverProvider for ProviderService {
     ) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
         let _in_flight = self.metrics.mount_started();
+        // The driver's deadline (grpc-timeout), a little earlier so the answer still reaches it.
+        let budget = grpc_timeout(request.metadata()).map_or(self.mount_timeout, |t| {
+            t.saturating_sub(Duration::from_millis(250))
+                .min(self.mount_timeout)
+        });
         let request = request.into_inner();
-        let result = self.run(&request).await;
+        let result = self.run(&request, budget).await;
         let (code, kind) = match &result {
             Ok(_) => (tonic::Code::Ok, None),
             Err((_, e)) => (to_status(e).code(), Some(e.kind())),

@@ -1,12 +1,16 @@
 //! Reading objects from Key Vault, behind a small trait so the mount logic does not depend on the SDK.
 
+mod cache;
 mod error;
+mod retry;
 mod sdk;
 
+pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
 pub use error::{KeyVaultError, classify, describe};
-pub use sdk::{SdkConnector, retry_options};
+pub use retry::{RetryPolicy, RetryingVault, VaultLimits};
+pub use sdk::SdkConnector;
 
-use crate::sensitive::SecretBytes;
+use crate::{auth::IdentityKey, sensitive::SecretBytes};
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use std::sync::Arc;
@@ -55,10 +59,13 @@ pub trait Vault: Send + Sync {
 
 /// Opens vaults for a credential.
 pub trait VaultConnector: Send + Sync {
-    /// A client for the vault at `vault_url` authenticating with `credential`.
+    /// A client for the vault at `vault_url` authenticating as `identity` with `credential`.
+    ///
+    /// Implementations may reuse a client made earlier for the same vault and identity key.
     fn connect(
         &self,
         vault_url: &str,
+        identity: &IdentityKey,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Arc<dyn Vault>, KeyVaultError>;
 }

@@ -4,12 +4,11 @@ use super::{
     FetchedSecret, KeyVaultError, MAX_VERSIONS_SCANNED, Vault, VaultConnector, VersionInfo,
     classify, version_of,
 };
-use crate::{sensitive::SecretBytes, transport::HttpTransport};
+use crate::{auth::IdentityKey, sensitive::SecretBytes, transport::HttpTransport};
 use async_trait::async_trait;
 use azure_core::{
     credentials::TokenCredential,
-    http::{ClientOptions, ExponentialRetryOptions, RetryOptions},
-    time::Duration,
+    http::{ClientOptions, RetryOptions},
 };
 use azure_security_keyvault_secrets::{
     SecretClient, SecretClientOptions,
@@ -18,27 +17,36 @@ use azure_security_keyvault_secrets::{
 use futures::TryStreamExt;
 use std::sync::Arc;
 
-/// The retry policy for Key Vault and token requests: a few quick retries; the driver retries
-/// `Unavailable` mounts itself, and rotation runs again later.
-pub fn retry_options() -> RetryOptions {
-    RetryOptions::exponential(ExponentialRetryOptions {
-        initial_delay: Duration::milliseconds(250),
-        max_retries: 3,
-        max_total_elapsed: Duration::seconds(20),
-        max_delay: Duration::seconds(8),
-    })
-}
+/// Clients kept for reuse (one per vault and identity key).
+const MAX_CLIENTS: u64 = 1_000;
+/// A client unused this long is dropped.
+const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_mins(15);
 
-/// Opens [`SdkVault`]s over the shared transport.
-#[derive(Debug, Clone)]
+/// Opens [`SdkVault`]s over the shared transport and reuses them per vault and identity, so a
+/// rotation does not pay Key Vault's authentication challenge again.
 pub struct SdkConnector {
     transport: Arc<HttpTransport>,
+    clients: moka::sync::Cache<(String, IdentityKey), Arc<SdkVault>>,
+}
+
+impl std::fmt::Debug for SdkConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdkConnector")
+            .field("clients", &self.clients.entry_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SdkConnector {
     /// A connector over the shared transport.
     pub fn new(transport: Arc<HttpTransport>) -> Self {
-        Self { transport }
+        Self {
+            transport,
+            clients: moka::sync::Cache::builder()
+                .max_capacity(MAX_CLIENTS)
+                .time_to_idle(CLIENT_IDLE)
+                .build(),
+        }
     }
 }
 
@@ -46,8 +54,25 @@ impl VaultConnector for SdkConnector {
     fn connect(
         &self,
         vault_url: &str,
+        identity: &IdentityKey,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Arc<dyn Vault>, KeyVaultError> {
+        let key = (vault_url.to_ascii_lowercase(), identity.clone());
+        if let Some(client) = self.clients.get(&key) {
+            return Ok(client);
+        }
+        let client = self.open(vault_url, credential)?;
+        self.clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+impl SdkConnector {
+    fn open(
+        &self,
+        vault_url: &str,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Result<Arc<SdkVault>, KeyVaultError> {
         let vault = url::Url::parse(vault_url)
             .ok()
             .and_then(|u| {
@@ -59,7 +84,8 @@ impl VaultConnector for SdkConnector {
         let options = SecretClientOptions {
             client_options: ClientOptions {
                 transport: Some(self.transport.sdk_transport()),
-                retry: retry_options(),
+                // Retries happen in `RetryingVault`, which knows the Mount's deadline.
+                retry: RetryOptions::none(),
                 ..ClientOptions::default()
             },
             ..SecretClientOptions::default()

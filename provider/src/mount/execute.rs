@@ -4,13 +4,17 @@ use super::{MountError, MountPlan};
 use crate::{
     auth::CredentialFactory,
     convert::{self, ConvertError},
-    keyvault::{FetchedSecret, KeyVaultError, Vault, VaultConnector, VersionInfo},
+    keyvault::{
+        CachedVault, FetchedSecret, KeyVaultError, ReadCache, ReadCacheConfig, RetryPolicy,
+        RetryingVault, Vault, VaultConnector, VaultLimits, VersionInfo,
+    },
     metrics::Metrics,
     sensitive::SecretBytes,
     spc::{KeyVaultObject, ObjectFormat, ObjectType},
 };
 use futures::{StreamExt, TryStreamExt, stream};
-use std::{cmp::Reverse, sync::Arc, time::Instant};
+use std::{cmp::Reverse, sync::Arc};
+use tokio::time::Instant;
 
 /// Content type of PKCS#12 certificate-backed secrets.
 const CONTENT_TYPE_PKCS12: &str = "application/x-pkcs12";
@@ -49,6 +53,12 @@ pub struct MounterConfig {
     pub max_concurrent_fetches: usize,
     /// Largest reply, in bytes of file contents.
     pub max_reply_bytes: usize,
+    /// Requests in flight to one vault from this process, across Mounts.
+    pub max_concurrent_per_vault: usize,
+    /// Retries of throttled or unavailable reads.
+    pub retry: RetryPolicy,
+    /// Pinned-version and latest-window caching.
+    pub cache: ReadCacheConfig,
 }
 
 /// Runs Mount plans against Key Vault.
@@ -57,6 +67,8 @@ pub struct Mounter {
     connector: Arc<dyn VaultConnector>,
     config: MounterConfig,
     metrics: Arc<Metrics>,
+    limits: VaultLimits,
+    reads: Arc<ReadCache>,
 }
 
 impl Mounter {
@@ -70,23 +82,45 @@ impl Mounter {
         Self {
             credentials,
             connector,
+            limits: VaultLimits::new(config.max_concurrent_per_vault),
+            reads: Arc::new(ReadCache::new(config.cache, metrics.clone())),
             config,
             metrics,
         }
     }
 
     /// Fetches and converts every object of `plan`; any failure fails the whole Mount.
-    pub async fn mount(&self, plan: &MountPlan) -> Result<MountOutput, MountError> {
+    /// Retries stop in time for `deadline`.
+    pub async fn mount(
+        &self,
+        plan: &MountPlan,
+        deadline: Instant,
+    ) -> Result<MountOutput, MountError> {
         let credential = self.credentials.credential(&plan.identity, &plan.cloud)?;
+        let key = plan.identity.key(&plan.cloud);
         let identity = plan.identity.to_string();
-        let vault = self
+        let vault_name = plan.spc.keyvault_name.as_str();
+        let client = self
             .connector
-            .connect(&plan.vault_url, credential)
+            .connect(&plan.vault_url, &key, credential)
             .map_err(|source| MountError::Vault {
                 source,
                 identity: identity.clone(),
             })?;
-        let vault_name = plan.spc.keyvault_name.as_str();
+        let retrying = Arc::new(RetryingVault::new(
+            client,
+            vault_name,
+            deadline,
+            &self.limits,
+            self.config.retry,
+            self.metrics.clone(),
+        ));
+        let vault: Arc<dyn Vault> = Arc::new(CachedVault::new(
+            retrying,
+            self.reads.clone(),
+            &plan.vault_url,
+            key,
+        ));
         let fetches: Vec<_> = plan
             .spc
             .objects

@@ -1,0 +1,351 @@
+//! Fewer Key Vault reads: identical concurrent reads share one request, pinned versions are
+//! cached, and the latest version may be reused for a short, configurable window.
+//!
+//! Every key includes the vault and the [`IdentityKey`], so a value is only ever served to the
+//! identity (and proof) that Key Vault authorized for it. Cached values are [`SecretBytes`]:
+//! zeroized when evicted or dropped. Only successful reads are cached.
+
+use super::{FetchedSecret, KeyVaultError, Vault, VersionInfo};
+use crate::{auth::IdentityKey, metrics::Metrics};
+use async_trait::async_trait;
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use moka::future::Cache;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+/// Settings of the read cache.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadCacheConfig {
+    /// How long a pinned version's value is kept (0 disables).
+    pub pinned_ttl: Duration,
+    /// How long a latest-version read may be reused (0: always read; the default).
+    pub latest_window: Duration,
+    /// Most bytes of values kept.
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReadKey {
+    vault_url: String,
+    identity: IdentityKey,
+    name: String,
+    version: Option<String>,
+}
+
+type Pending = Shared<BoxFuture<'static, Result<FetchedSecret, KeyVaultError>>>;
+
+/// A read in flight and how many Mounts wait for it.
+struct InFlight {
+    pending: Pending,
+    waiters: usize,
+    id: u64,
+}
+
+/// Leaves an in-flight read when dropped; the last waiter to leave (e.g. all Mounts timed out)
+/// removes it, so a later Mount starts a fresh request instead of joining an abandoned one.
+struct Waiter<'a> {
+    cache: &'a ReadCache,
+    key: &'a ReadKey,
+    id: u64,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .cache
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = in_flight.get_mut(self.key)
+            && entry.id == self.id
+        {
+            entry.waiters -= 1;
+            if entry.waiters == 0 {
+                in_flight.remove(self.key);
+            }
+        }
+    }
+}
+
+/// The process-wide read cache.
+pub struct ReadCache {
+    pinned: Option<Cache<ReadKey, FetchedSecret>>,
+    latest: Option<Cache<ReadKey, FetchedSecret>>,
+    in_flight: Mutex<HashMap<ReadKey, InFlight>>,
+    next_id: std::sync::atomic::AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+fn weigh(_: &ReadKey, value: &FetchedSecret) -> u32 {
+    u32::try_from(value.value.len() + 128).unwrap_or(u32::MAX)
+}
+
+fn build(ttl: Duration, max_bytes: u64) -> Option<Cache<ReadKey, FetchedSecret>> {
+    (!ttl.is_zero()).then(|| {
+        Cache::builder()
+            .weigher(weigh)
+            .max_capacity(max_bytes)
+            .time_to_live(ttl)
+            .build()
+    })
+}
+
+impl ReadCache {
+    /// A cache with `config`.
+    pub fn new(config: ReadCacheConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            pinned: build(config.pinned_ttl, config.max_bytes),
+            latest: build(config.latest_window, config.max_bytes),
+            in_flight: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    fn store(&self, key: &ReadKey) -> Option<(&'static str, &Cache<ReadKey, FetchedSecret>)> {
+        if key.version.is_some() {
+            self.pinned.as_ref().map(|c| ("pinned", c))
+        } else {
+            self.latest.as_ref().map(|c| ("latest", c))
+        }
+    }
+}
+
+/// A [`Vault`] view through the read cache, for one identity.
+pub struct CachedVault {
+    inner: Arc<dyn Vault>,
+    cache: Arc<ReadCache>,
+    vault_url: String,
+    identity: IdentityKey,
+}
+
+impl CachedVault {
+    /// Reads of `inner` (the vault at `vault_url`) as `identity`, through `cache`.
+    pub fn new(
+        inner: Arc<dyn Vault>,
+        cache: Arc<ReadCache>,
+        vault_url: &str,
+        identity: IdentityKey,
+    ) -> Self {
+        Self {
+            inner,
+            cache,
+            vault_url: vault_url.to_ascii_lowercase(),
+            identity,
+        }
+    }
+}
+
+#[async_trait]
+impl Vault for CachedVault {
+    async fn get_secret(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedSecret, KeyVaultError> {
+        let key = ReadKey {
+            vault_url: self.vault_url.clone(),
+            identity: self.identity.clone(),
+            // Key Vault names and versions are case-insensitive.
+            name: name.to_ascii_lowercase(),
+            version: version.map(str::to_ascii_lowercase),
+        };
+        if let Some((which, store)) = self.cache.store(&key) {
+            if let Some(hit) = store.get(&key).await {
+                self.cache.metrics.cache_lookup(which, "hit");
+                return Ok(hit);
+            }
+            self.cache.metrics.cache_lookup(which, "miss");
+        }
+        let (pending, id, joined) = {
+            let mut in_flight = self
+                .cache
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = in_flight.get_mut(&key) {
+                entry.waiters += 1;
+                (entry.pending.clone(), entry.id, true)
+            } else {
+                let id = self
+                    .cache
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let inner = self.inner.clone();
+                let cache = self.cache.clone();
+                let (name, version, k) = (name.to_owned(), version.map(str::to_owned), key.clone());
+                let pending = async move {
+                    let result = inner.get_secret(&name, version.as_deref()).await;
+                    if let (Ok(value), Some((_, store))) = (&result, cache.store(&k)) {
+                        store.insert(k.clone(), value.clone()).await;
+                    }
+                    let mut in_flight = cache
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if in_flight.get(&k).is_some_and(|e| e.id == id) {
+                        in_flight.remove(&k);
+                    }
+                    result
+                }
+                .boxed()
+                .shared();
+                in_flight.insert(
+                    key.clone(),
+                    InFlight {
+                        pending: pending.clone(),
+                        waiters: 1,
+                        id,
+                    },
+                );
+                (pending, id, false)
+            }
+        };
+        if joined {
+            self.cache.metrics.cache_lookup("read", "coalesced");
+        }
+        let _waiter = Waiter {
+            cache: &self.cache,
+            key: &key,
+            id,
+        };
+        pending.await
+    }
+
+    async fn list_secret_versions(&self, name: &str) -> Result<Vec<VersionInfo>, KeyVaultError> {
+        self.inner.list_secret_versions(name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensitive::SecretBytes;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl Vault for Counting {
+        async fn get_secret(
+            &self,
+            name: &str,
+            version: Option<&str>,
+        ) -> Result<FetchedSecret, KeyVaultError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if name == "missing" {
+                return Err(KeyVaultError::NotFound {
+                    vault: "kv".into(),
+                    object: "secret/missing".into(),
+                });
+            }
+            Ok(FetchedSecret {
+                version: version.unwrap_or("latest-v").to_owned(),
+                value: SecretBytes::new(name.as_bytes().to_vec()),
+                content_type: None,
+                kid: None,
+            })
+        }
+        async fn list_secret_versions(&self, _: &str) -> Result<Vec<VersionInfo>, KeyVaultError> {
+            Ok(vec![])
+        }
+    }
+
+    fn setup(latest_window: Duration) -> (Arc<Counting>, Arc<ReadCache>) {
+        let config = ReadCacheConfig {
+            pinned_ttl: Duration::from_hours(1),
+            latest_window,
+            max_bytes: 1 << 20,
+        };
+        (
+            Arc::new(Counting(AtomicUsize::new(0))),
+            Arc::new(ReadCache::new(config, Arc::new(Metrics::new(10)))),
+        )
+    }
+
+    fn view(inner: &Arc<Counting>, cache: &Arc<ReadCache>, id: u8) -> Arc<CachedVault> {
+        Arc::new(CachedVault::new(
+            inner.clone(),
+            cache.clone(),
+            "https://kv.vault.test/",
+            IdentityKey([id; 32]),
+        ))
+    }
+
+    #[tokio::test]
+    async fn concurrent_identical_reads_share_one_request() {
+        let (inner, cache) = setup(Duration::ZERO);
+        let v = view(&inner, &cache, 1);
+        let reads: Vec<_> = (0..8)
+            .map(|_| {
+                let v = v.clone();
+                tokio::spawn(async move {
+                    v.get_secret("s", None)
+                        .await
+                        .map(|s| s.value.expose().to_vec())
+                })
+            })
+            .collect();
+        for r in reads {
+            assert_eq!(r.await.ok().and_then(Result::ok), Some(b"s".to_vec()));
+        }
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        // Latest reads are not cached by default: the next read goes to Key Vault.
+        assert!(v.get_secret("s", None).await.is_ok());
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn pinned_versions_are_cached_per_identity_and_errors_are_not() {
+        let (inner, cache) = setup(Duration::ZERO);
+        let a = view(&inner, &cache, 1);
+        assert!(a.get_secret("s", Some("V1")).await.is_ok());
+        assert!(a.get_secret("S", Some("v1")).await.is_ok());
+        assert_eq!(
+            inner.0.load(Ordering::SeqCst),
+            1,
+            "second pinned read is a hit"
+        );
+        let b = view(&inner, &cache, 2);
+        assert!(b.get_secret("s", Some("v1")).await.is_ok());
+        assert_eq!(
+            inner.0.load(Ordering::SeqCst),
+            2,
+            "another identity is verified by Key Vault itself"
+        );
+        assert!(a.get_secret("missing", Some("v1")).await.is_err());
+        assert!(a.get_secret("missing", Some("v1")).await.is_err());
+        assert_eq!(inner.0.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_read_is_not_joined_later() {
+        let (inner, cache) = setup(Duration::ZERO);
+        let v = view(&inner, &cache, 1);
+        // A Mount gives up while its read is in flight.
+        let gave_up = tokio::time::timeout(Duration::from_millis(5), v.get_secret("s", None)).await;
+        assert!(gave_up.is_err());
+        assert!(
+            cache.in_flight.lock().is_ok_and(|m| m.is_empty()),
+            "no abandoned entry left"
+        );
+        assert!(v.get_secret("s", None).await.is_ok());
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2, "a fresh request");
+    }
+
+    #[tokio::test]
+    async fn a_latest_window_reuses_reads() {
+        let (inner, cache) = setup(Duration::from_mins(1));
+        let v = view(&inner, &cache, 1);
+        assert!(v.get_secret("s", None).await.is_ok());
+        assert!(v.get_secret("s", None).await.is_ok());
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,235 @@
+//! Caching, coalescing, ordering and throttle-awareness, observed through the fake's request log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{
+    fake_azure::{FakeAzure, Fault, SecretOpts, Service},
+    provider::{Provider, mount_request, objects_yaml, tokens_attribute},
+};
+use tonic::Code;
+
+const TENANT: &str = "tenant-perf";
+const SP_ID: &str = "sp-perf";
+const SP_SECRET: &str = "perf-client-secret";
+const WI_ID: &str = "wi-perf";
+const SA_TOKEN: &str = "eyJ.sa-token-perf.sig";
+
+async fn start(extra: &[&str]) -> (FakeAzure, Provider, String) {
+    let fake = FakeAzure::start().await;
+    fake.add_vault("kv1", TENANT);
+    fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
+    fake.add_federated_identity(TENANT, WI_ID, SA_TOKEN);
+    fake.grant("kv1", SP_ID, &["get", "list"]);
+    fake.grant("kv1", WI_ID, &["get", "list"]);
+    let cloud = fake.write_cloud_env_file().display().to_string();
+    let mut args = vec![
+        format!("--ca-file={}", fake.ca_file().display()),
+        "--resolve=*.vault.test=127.0.0.1".to_owned(),
+        "--resolve=login.test=127.0.0.1".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    (fake, Provider::start(&args), cloud)
+}
+
+fn params(cloud: &str, objects: &[String]) -> Vec<(&'static str, String)> {
+    let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
+    vec![
+        ("keyvaultName", "kv1".to_owned()),
+        ("tenantID", TENANT.to_owned()),
+        ("cloudName", "AzureStackCloud".to_owned()),
+        ("cloudEnvFileName", cloud.to_owned()),
+        ("objects", objects_yaml(&objects)),
+    ]
+}
+
+fn sp() -> String {
+    serde_json::json!({"clientid": SP_ID, "clientsecret": SP_SECRET}).to_string()
+}
+
+fn token_requests(fake: &FakeAzure) -> usize {
+    fake.count(|r| r.service == Service::Authority && r.status == 200)
+}
+
+fn vault_requests(fake: &FakeAzure) -> usize {
+    fake.count(|r| r.is_vault("kv1"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_reuse_one_token_and_pinned_values_cost_nothing() {
+    let (fake, provider, cloud) = start(&[]).await;
+    let v1 = fake.set_secret("kv1", "pinned", "pinned-value", SecretOpts::default());
+    fake.set_secret("kv1", "latest", "latest-value", SecretOpts::default());
+    let objects = vec![
+        format!("objectName: pinned\nobjectType: secret\nobjectVersion: {v1}"),
+        "objectName: latest\nobjectType: secret".to_owned(),
+    ];
+    let mut client = provider.client().await;
+    let first = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("mount")
+        .into_inner();
+    assert_eq!(first.files.len(), 2);
+    assert_eq!(token_requests(&fake), 1);
+    fake.clear_requests();
+    for _ in 0..9 {
+        let resp = client
+            .mount(mount_request(&params(&cloud, &objects), &sp()))
+            .await
+            .expect("mount")
+            .into_inner();
+        assert_eq!(resp.files.len(), 2);
+        assert_eq!(resp.files[0].contents, b"pinned-value");
+    }
+    assert_eq!(token_requests(&fake), 0, "one token for ten rotations");
+    // Only the latest object is read; the pinned value and the challenge are not repeated.
+    assert_eq!(vault_requests(&fake), 9, "{:?}", fake.requests());
+    assert_eq!(
+        fake.count(|r| r.is_vault("kv1") && r.status == 401),
+        0,
+        "the client is reused: no new challenge"
+    );
+    // A new latest version is seen on the next Mount (the latest window is 0 by default).
+    fake.set_secret("kv1", "latest", "rotated-value", SecretOpts::default());
+    let resp = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("mount")
+        .into_inner();
+    assert_eq!(resp.files[1].contents, b"rotated-value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mounts_share_one_token_request_and_identical_reads() {
+    let (fake, provider, cloud) = start(&[]).await;
+    fake.set_secret("kv1", "shared", "shared-value", SecretOpts::default());
+    fake.inject(
+        "kv1",
+        "shared",
+        Fault::slow(Duration::from_millis(300)).times(1),
+    );
+    let objects = vec!["objectName: shared\nobjectType: secret".to_owned()];
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let req = mount_request(&params(&cloud, &objects), &sp());
+            let client = provider.client();
+            async move { client.await.mount(req).await }
+        })
+        .collect();
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(token_requests(&fake), 1, "single flight for the token");
+    let reads = fake.count(|r| r.is_vault("kv1") && r.status == 200);
+    assert!(
+        reads < 10,
+        "identical concurrent reads were coalesced ({reads} reads for 10 mounts)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_token_after_a_valid_one_gets_nothing_from_any_cache() {
+    let (fake, provider, cloud) = start(&[]).await;
+    let v1 = fake.set_secret("kv1", "wi", "wi-value", SecretOpts::default());
+    let objects = vec![format!(
+        "objectName: wi\nobjectType: secret\nobjectVersion: {v1}"
+    )];
+    let with_token = |token: &str| {
+        let mut p = params(&cloud, &objects);
+        p.push(("clientID", WI_ID.to_owned()));
+        p.push((
+            "csi.storage.k8s.io/serviceAccount.tokens",
+            tokens_attribute("api://AzureADTokenExchange", token),
+        ));
+        mount_request(&p, "{}")
+    };
+    let mut client = provider.client().await;
+    client
+        .mount(with_token(SA_TOKEN))
+        .await
+        .expect("valid token");
+    let err = client
+        .mount(with_token("eyJ.forged.sig"))
+        .await
+        .expect_err("forged token");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // And the valid one still works from the cache.
+    client
+        .mount(with_token(SA_TOKEN))
+        .await
+        .expect("valid token again");
+    assert_eq!(token_requests(&fake), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_keep_the_spc_order_when_fetched_concurrently() {
+    let (fake, provider, cloud) = start(&["--max-concurrent-fetches=8"]).await;
+    let mut objects = Vec::new();
+    for i in 0..12 {
+        fake.set_secret(
+            "kv1",
+            &format!("o{i}"),
+            &format!("v{i}"),
+            SecretOpts::default(),
+        );
+        objects.push(format!("objectName: o{i}\nobjectType: secret"));
+    }
+    // The first objects answer last.
+    fake.inject("kv1", "o0", Fault::slow(Duration::from_millis(300)));
+    fake.inject("kv1", "o1", Fault::slow(Duration::from_millis(200)));
+    let mut client = provider.client().await;
+    let resp = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("mount")
+        .into_inner();
+    let paths: Vec<String> = resp.files.iter().map(|f| f.path.clone()).collect();
+    let want: Vec<String> = (0..12).map(|i| format!("o{i}")).collect();
+    assert_eq!(paths, want);
+    let ids: Vec<String> = resp.object_version.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(
+        ids,
+        want.iter()
+            .map(|n| format!("secret/{n}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_deadline_fails_fast_with_the_asked_wait() {
+    let (fake, provider, cloud) = start(&["--mount-timeout=10s"]).await;
+    fake.set_secret("kv1", "busy", "busy-value", SecretOpts::default());
+    fake.inject("kv1", "busy", Fault::throttled(120));
+    let mut client = provider.client().await;
+    let started = Instant::now();
+    let objects = vec!["objectName: busy\nobjectType: secret".to_owned()];
+    let err = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect_err("throttled");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message().contains("asking to wait 120s"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "did not sit out the deadline"
+    );
+    assert_eq!(
+        fake.count(|r| r.is_vault("kv1") && r.status == 429),
+        1,
+        "no retry that cannot succeed in time"
+    );
+    // A short Retry-After is waited for and the read succeeds.
+    fake.clear_faults();
+    fake.inject("kv1", "busy", Fault::throttled(1).times(2));
+    let resp = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("after waiting")
+        .into_inner();
+    assert_eq!(resp.files[0].contents, b"busy-value");
+}
