@@ -87,6 +87,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         MounterConfig {
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
             max_reply_bytes: DRIVER_DEFAULT_MAX_REPLY_BYTES,
+            construct_pem_chain: config.construct_pem_chain,
+            write_cert_and_key_in_separate_files: config.write_cert_and_key_in_separate_files,
         },
     );
     let service = ProviderService::new(Arc::new(mounter), default_cloud, config.mount_timeout);
