@@ -403,4 +403,43 @@ mod tests {
             .collect();
         assert_eq!(got, ["e", "d", "c", "a"]);
     }
+
+    fn part(paths: &[&str]) -> MountOutput {
+        MountOutput {
+            files: paths
+                .iter()
+                .map(|p| OutputFile {
+                    path: (*p).to_owned(),
+                    mode: 0o644,
+                    contents: SecretBytes::default(),
+                })
+                .collect(),
+            versions: Vec::new(),
+        }
+    }
+
+    fn object(name: &str) -> KeyVaultObject {
+        let yaml = format!("array:\n  - |\n    objectName: {name}\n    objectType: secret\n");
+        crate::spc::parse_objects(&yaml)
+            .ok()
+            .and_then(|mut o| o.pop())
+            .unwrap_or_else(|| unreachable!("valid object"))
+    }
+
+    #[test]
+    fn split_files_may_not_collide_with_other_objects() {
+        let objects = [object("tls"), object("other")];
+        let ok = [part(&["tls.crt", "tls.key", "tls"]), part(&["other"])];
+        assert!(check_paths(&ok, &objects).is_ok());
+        let same = [part(&["tls.crt", "tls.key", "tls"]), part(&["tls.key"])];
+        assert_eq!(
+            check_paths(&same, &objects).err().map(|e| e.to_string()),
+            Some("objects \"tls\" and \"other\" both write \"tls.key\": give one of them a different objectAlias".to_owned())
+        );
+        let folder = [part(&["tls.crt", "tls.key", "tls"]), part(&["tls.crt/x"])];
+        assert!(matches!(
+            check_paths(&folder, &objects),
+            Err(MountError::Spc(SpcError::FileConflict { path, .. })) if path == "tls.crt"
+        ));
+    }
 }
