@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::fake_azure::{
-    FakeAzure, Fault, Recorded, SYSTEM_ASSIGNED_CLIENT_ID, SecretOpts, Service, VAULT_RESOURCE,
+    CertificateImport, FakeAzure, Fault, Recorded, SYSTEM_ASSIGNED_CLIENT_ID, SecretOpts, Service,
+    VAULT_RESOURCE,
 };
 
 const TENANT: &str = "11111111-1111-1111-1111-111111111111";
@@ -846,4 +847,145 @@ async fn servers_stop_on_drop() {
         let connected = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await;
         assert!(connected.is_err(), "port {port} still open");
     }
+}
+
+#[tokio::test]
+async fn vault_keys_and_certificates() {
+    let (fake, http) = setup().await;
+    let jwk =
+        serde_json::json!({"kty": "EC", "crv": "P-256", "x": "AQ", "y": "Ag", "key_ops": ["sign"]});
+    let k1 = fake.set_key("kv1", "signing", &jwk);
+    let k2 = fake.set_key(
+        "kv1",
+        "signing",
+        &serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}),
+    );
+    let cer = b"\x30\x03\x02\x01\x01".to_vec();
+    let c1 = fake.set_certificate("kv1", "web", &cer);
+    let imported = fake.import_certificate(
+        "kv1",
+        "tls",
+        &CertificateImport {
+            cer: cer.clone(),
+            secret_value: "UEZY".to_owned(),
+            content_type: "application/x-pkcs12".to_owned(),
+            jwk: Some(jwk.clone()),
+        },
+    );
+    let token = secret_token(&http, &fake, CLIENT).await;
+    let base = fake.vault_url("kv1");
+
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        "/keys/signing/?api-version=2025-07-01",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["key"]["kty"], "RSA");
+    assert_eq!(body["key"]["kid"], format!("{base}keys/signing/{k2}"));
+    assert_eq!(body["attributes"]["enabled"], true);
+    let (_, body) = kv_json(
+        &http,
+        &fake,
+        &format!("/keys/signing/{k1}?api-version=2025-07-01"),
+        &token,
+    )
+    .await;
+    assert_eq!(body["key"]["crv"], "P-256");
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        "/keys/signing/versions?api-version=2025-07-01",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"].as_array().map(Vec::len), Some(2));
+    assert!(
+        body["value"][0]["kid"]
+            .as_str()
+            .is_some_and(|k| k.starts_with(&format!("{base}keys/signing/")))
+    );
+
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        "/certificates/web?api-version=2025-07-01",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], format!("{base}certificates/web/{c1}"));
+    assert_eq!(body["cer"], "MAMCAQE=");
+    assert_eq!(body["x5t"].as_str().map(str::len), Some(27));
+    assert_eq!(body["sid"], format!("{base}secrets/web/{c1}"));
+
+    // An imported certificate has a secret and a key with the same version.
+    let (_, body) = kv_json(&http, &fake, "/secrets/tls/?api-version=2025-07-01", &token).await;
+    assert_eq!(body["value"], "UEZY");
+    assert_eq!(body["contentType"], "application/x-pkcs12");
+    assert_eq!(body["kid"], format!("{base}keys/tls/{imported}"));
+    let (_, body) = kv_json(&http, &fake, "/keys/tls/?api-version=2025-07-01", &token).await;
+    assert_eq!(body["key"]["kid"], format!("{base}keys/tls/{imported}"));
+    assert_eq!(body["managed"], true);
+    fake.disable_version("kv1", "tls", &imported);
+    let (status, body) = kv_json(
+        &http,
+        &fake,
+        "/certificates/tls/?api-version=2025-07-01",
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["innererror"]["code"].as_str()),
+        (403, Some("CertificateDisabled"))
+    );
+
+    let (status, body) =
+        kv_json(&http, &fake, "/keys/missing?api-version=2025-07-01", &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("KeyNotFound"))
+    );
+}
+
+#[tokio::test]
+async fn vault_permissions_per_collection() {
+    let (fake, http) = setup().await;
+    fake.set_key(
+        "kv1",
+        "signing",
+        &serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}),
+    );
+    fake.set_certificate("kv1", "web", b"\x30\x03\x02\x01\x01");
+    let token = secret_token(&http, &fake, CLIENT).await;
+    // Permissions can be scoped to one collection.
+    fake.revoke("kv1", CLIENT);
+    fake.grant("kv1", CLIENT, &["secrets/get", "certificates/get"]);
+    let (status, body) =
+        kv_json(&http, &fake, "/keys/signing?api-version=2025-07-01", &token).await;
+    assert_eq!(status, 403);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not have keys get permission"))
+    );
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/certificates/web?api-version=2025-07-01",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = kv_json(
+        &http,
+        &fake,
+        "/certificates/web/versions?api-version=2025-07-01",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 403);
 }

@@ -218,7 +218,18 @@ async fn metrics_after_a_good_and_a_failing_mount() {
                 &[r#"mode="service_principal""#, r#"outcome="ok""#]
             )[0]
         ),
-        3.0
+        1.0,
+        "three mounts of one identity: one token request, then the cache"
+    );
+    assert_eq!(
+        value(
+            series(
+                &text,
+                "akv_cache_lookups_total",
+                &[r#"cache="token""#, r#"result="miss""#]
+            )[0]
+        ),
+        1.0
     );
     assert_eq!(value(series(&text, "akv_mount_objects_count", &[])[0]), 1.0);
     assert_eq!(value(series(&text, "akv_mounts_in_flight", &[])[0]), 0.0);

@@ -103,6 +103,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 latest_window: config.latest_cache_window,
                 max_bytes: u64::from(config.cache_max_mib) * 1024 * 1024,
             },
+            construct_pem_chain: config.construct_pem_chain,
+            write_cert_and_key_in_separate_files: config.write_cert_and_key_in_separate_files,
         },
         metrics.clone(),
     );
@@ -116,18 +118,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = server::bind(&path)?;
 
     let stop = CancellationToken::new();
-    let admin = admin::serve(
-        AdminConfig {
-            healthz_port: config.healthz_port,
-            healthz_path: config.healthz_path.clone(),
-            healthz_timeout: config.healthz_timeout,
-            prometheus_port: config.prometheus_port,
-            socket: path.clone(),
-        },
+    let admin = tokio::spawn(admin::serve(
+        admin_config(&config, &path),
         metrics,
         stop.clone(),
-    );
-    let admin = tokio::spawn(admin);
+    ));
     tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -157,6 +152,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     admin_result?;
     tracing::info!("provider stopped; socket removed");
     Ok(())
+}
+
+fn admin_config(config: &Config, socket: &std::path::Path) -> AdminConfig {
+    AdminConfig {
+        healthz_port: config.healthz_port,
+        healthz_path: config.healthz_path.clone(),
+        healthz_timeout: config.healthz_timeout,
+        prometheus_port: config.prometheus_port,
+        socket: socket.to_path_buf(),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -24,6 +24,12 @@
 //! (`http://169.254.169.254/metadata/...`) and NMI addresses to the fake,
 //! because the plain server dispatches on the path only.
 //!
+//! Vaults hold secrets, keys (`GET /keys/{name}/{version?}` answers a JSON Web
+//! Key bundle) and certificates (`GET /certificates/{name}/{version?}` answers
+//! `id`, `kid`, `sid`, `x5t`, `cer`, `attributes`, `policy`); version listings
+//! work for all three. [`FakeAzure::import_certificate`] creates the three
+//! objects of a Key Vault certificate under one version id.
+//!
 //! All state lives behind one mutex and may be changed while requests are
 //! being served (for example adding a secret version to simulate rotation).
 
@@ -38,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
+use base64::Engine as _;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -214,6 +221,19 @@ impl Default for SecretOpts {
             tags: BTreeMap::new(),
         }
     }
+}
+
+/// A certificate for [`FakeAzure::import_certificate`].
+#[derive(Clone, Debug)]
+pub struct CertificateImport {
+    /// The leaf certificate, DER (`cer`).
+    pub cer: Vec<u8>,
+    /// The backing secret's value: base64 PFX or PEM text.
+    pub secret_value: String,
+    /// The backing secret's content type: `application/x-pkcs12` or `application/x-pem-file`.
+    pub content_type: String,
+    /// The key's public JWK, if the certificate has a key object.
+    pub jwk: Option<Value>,
 }
 
 /// The running fake; see the module documentation.
@@ -430,11 +450,14 @@ impl FakeAzure {
                 tenant: tenant.to_owned(),
                 grants: BTreeMap::new(),
                 secrets: BTreeMap::new(),
+                keys: BTreeMap::new(),
+                certificates: BTreeMap::new(),
             },
         );
     }
 
-    /// Grants secret permissions (`"get"`, `"list"`) on `vault` to `principal` (a client id).
+    /// Grants permissions on `vault` to `principal` (a client id): `"get"` and `"list"` apply to
+    /// secrets, keys and certificates; `"keys/get"`, `"certificates/list"`, ... to one collection.
     pub fn grant(&self, vault: &str, principal: &str, permissions: &[&str]) {
         let mut st = self.shared.lock();
         let grants = st
@@ -453,36 +476,134 @@ impl FakeAzure {
     /// Adds a new (newest) version of secret `name`; returns its version id
     /// (32 lowercase hex characters).
     pub fn set_secret(&self, vault: &str, name: &str, value: &str, opts: SecretOpts) -> String {
+        let id = random_hex(2);
+        self.add_version(vault, Collection::Secrets, name, &id, value, opts);
+        id
+    }
+
+    /// Adds a new (newest) version of key `name` whose public part is the JSON Web Key `jwk`
+    /// (`kty`, `n`/`e` or `crv`/`x`/`y`, `key_ops`; the fake adds `kid`); returns its version id.
+    pub fn set_key(&self, vault: &str, name: &str, jwk: &Value) -> String {
+        let id = random_hex(2);
+        self.add_version(
+            vault,
+            Collection::Keys,
+            name,
+            &id,
+            &jwk.to_string(),
+            SecretOpts::default(),
+        );
+        id
+    }
+
+    /// Adds a new (newest) version of certificate `name` with the DER certificate `cer` (no
+    /// backing key or secret); returns its version id.
+    pub fn set_certificate(&self, vault: &str, name: &str, cer: &[u8]) -> String {
+        let id = random_hex(2);
+        let value = base64::engine::general_purpose::STANDARD.encode(cer);
+        self.add_version(
+            vault,
+            Collection::Certificates,
+            name,
+            &id,
+            &value,
+            SecretOpts::default(),
+        );
+        id
+    }
+
+    /// Imports a certificate the way Key Vault stores one: certificate `name` (`cer`), its backing
+    /// secret (`secret_value` with `content_type`, `kid` set, managed) and, when `jwk` is given,
+    /// its key, all under one new version id, which is returned.
+    pub fn import_certificate(
+        &self,
+        vault: &str,
+        name: &str,
+        import: &CertificateImport,
+    ) -> String {
+        let id = random_hex(2);
+        let base = format!(
+            "https://{}.{VAULT_DNS_SUFFIX}:{}",
+            vault.to_ascii_lowercase(),
+            self.port()
+        );
+        let kid = format!("{base}/keys/{name}/{id}");
+        let value = base64::engine::general_purpose::STANDARD.encode(&import.cer);
+        self.add_version(
+            vault,
+            Collection::Certificates,
+            name,
+            &id,
+            &value,
+            SecretOpts::default(),
+        );
+        let managed = SecretOpts {
+            content_type: Some(import.content_type.clone()),
+            kid: Some(kid),
+            ..SecretOpts::default()
+        };
+        self.add_version(
+            vault,
+            Collection::Secrets,
+            name,
+            &id,
+            &import.secret_value,
+            managed.clone(),
+        );
+        if let Some(jwk) = &import.jwk {
+            let key_opts = SecretOpts {
+                content_type: None,
+                ..managed
+            };
+            self.add_version(
+                vault,
+                Collection::Keys,
+                name,
+                &id,
+                &jwk.to_string(),
+                key_opts,
+            );
+        }
+        id
+    }
+
+    fn add_version(
+        &self,
+        vault: &str,
+        collection: Collection,
+        name: &str,
+        id: &str,
+        value: &str,
+        opts: SecretOpts,
+    ) {
         let mut st = self.shared.lock();
         st.clock += 1;
         let created = st.base_time + st.clock;
-        let id = random_hex(2);
-        let secret = st
+        let object = st
             .vault_mut(vault)
-            .secrets
+            .collection_mut(collection)
             .entry(name.to_ascii_lowercase())
             .or_insert_with(|| Secret {
                 name: name.to_owned(),
                 versions: Vec::new(),
             });
-        let seq = u32::try_from(secret.versions.len()).expect("too many versions");
-        secret.versions.push(Version {
-            id: id.clone(),
+        let seq = u32::try_from(object.versions.len()).expect("too many versions");
+        object.versions.push(Version {
+            id: id.to_owned(),
             seq,
             value: value.to_owned(),
             opts,
             created,
             updated: created,
         });
-        id
     }
 
-    /// Disables one version of a secret.
+    /// Disables one version of a secret, key or certificate (all three for an imported certificate).
     pub fn disable_version(&self, vault: &str, name: &str, version: &str) {
         self.set_enabled(vault, name, version, false);
     }
 
-    /// Re-enables one version of a secret.
+    /// Re-enables one version of a secret, key or certificate.
     pub fn enable_version(&self, vault: &str, name: &str, version: &str) {
         self.set_enabled(vault, name, version, true);
     }
@@ -491,14 +612,23 @@ impl FakeAzure {
         let mut st = self.shared.lock();
         st.clock += 1;
         let now = st.base_time + st.clock;
-        let v = st
-            .vault_mut(vault)
-            .secrets
-            .get_mut(&name.to_ascii_lowercase())
-            .and_then(|s| s.versions.iter_mut().find(|v| v.id == version))
-            .unwrap_or_else(|| panic!("no version {version} of secret {name} in vault {vault}"));
-        v.opts.enabled = enabled;
-        v.updated = now;
+        let mut found = false;
+        let v = st.vault_mut(vault);
+        for collection in Collection::ALL {
+            let matching = v
+                .collection_mut(collection)
+                .get_mut(&name.to_ascii_lowercase())
+                .and_then(|s| s.versions.iter_mut().find(|v| v.id == version));
+            if let Some(matching) = matching {
+                matching.opts.enabled = enabled;
+                matching.updated = now;
+                found = true;
+            }
+        }
+        assert!(
+            found,
+            "no version {version} of object {name} in vault {vault}"
+        );
     }
 
     /// Removes secret `name` with all its versions (later reads answer 404).
@@ -528,8 +658,8 @@ impl FakeAzure {
         self.shared.lock().page_size = n;
     }
 
-    /// Answers requests for secret `secret_name` of `vault` (get and list
-    /// versions; `"*"` matches every secret) with `fault`. Faults are tried in
+    /// Answers requests for object `secret_name` of `vault` (a secret, key or
+    /// certificate; get and list versions; `"*"` matches every object) with `fault`. Faults are tried in
     /// the order they were injected.
     pub fn inject(&self, vault: &str, secret_name: &str, fault: Fault) {
         if fault.times == Some(0) {
@@ -613,6 +743,61 @@ struct Vault {
     tenant: String,
     grants: BTreeMap<String, BTreeSet<String>>,
     secrets: BTreeMap<String, Secret>,
+    /// Versions hold the JWK (JSON text, without `kid`).
+    keys: BTreeMap<String, Secret>,
+    /// Versions hold `cer` (standard base64 of the DER).
+    certificates: BTreeMap<String, Secret>,
+}
+
+impl Vault {
+    fn collection(&self, collection: Collection) -> &BTreeMap<String, Secret> {
+        match collection {
+            Collection::Secrets => &self.secrets,
+            Collection::Keys => &self.keys,
+            Collection::Certificates => &self.certificates,
+        }
+    }
+
+    fn collection_mut(&mut self, collection: Collection) -> &mut BTreeMap<String, Secret> {
+        match collection {
+            Collection::Secrets => &mut self.secrets,
+            Collection::Keys => &mut self.keys,
+            Collection::Certificates => &mut self.certificates,
+        }
+    }
+}
+
+/// The three object collections of a vault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Collection {
+    /// `/secrets`
+    Secrets,
+    /// `/keys`
+    Keys,
+    /// `/certificates`
+    Certificates,
+}
+
+impl Collection {
+    const ALL: [Self; 3] = [Self::Secrets, Self::Keys, Self::Certificates];
+
+    /// Path segment and permission namespace: `secrets`, `keys`, `certificates`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secrets => "secrets",
+            Self::Keys => "keys",
+            Self::Certificates => "certificates",
+        }
+    }
+
+    /// Singular noun used in Key Vault's messages and error codes.
+    fn noun(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Secrets => ("secret", "Secret"),
+            Self::Keys => ("key", "Key"),
+            Self::Certificates => ("certificate", "Certificate"),
+        }
+    }
 }
 
 struct ActiveFault {
@@ -1318,21 +1503,27 @@ impl SecretOp<'_> {
     }
 }
 
-fn parse_secret_path(path: &str) -> Option<SecretOp<'_>> {
-    let rest = path.strip_prefix("/secrets/")?;
+fn parse_object_path(path: &str) -> Option<(Collection, SecretOp<'_>)> {
+    let (collection, rest) = Collection::ALL.iter().find_map(|c| {
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(c.as_str()))
+            .and_then(|p| p.strip_prefix('/'))
+            .map(|rest| (*c, rest))
+    })?;
     let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        [name] | [name, ""] if !name.is_empty() => Some(SecretOp::Get {
+    let op = match parts.as_slice() {
+        [name] | [name, ""] if !name.is_empty() => SecretOp::Get {
             name,
             version: None,
-        }),
-        [name, "versions"] if !name.is_empty() => Some(SecretOp::List { name }),
-        [name, version] if !name.is_empty() => Some(SecretOp::Get {
+        },
+        [name, "versions"] if !name.is_empty() => SecretOp::List { name },
+        [name, version] if !name.is_empty() => SecretOp::Get {
             name,
             version: Some(version),
-        }),
-        _ => None,
-    }
+        },
+        _ => return None,
+    };
+    Some((collection, op))
 }
 
 fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<String>, Reply) {
@@ -1389,13 +1580,14 @@ fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<S
         );
         return (Some(principal), reply);
     }
-    let Some(op) = parse_secret_path(&req.path) else {
+    let Some((collection, op)) = parse_object_path(&req.path) else {
         let message = format!("The fake does not implement {}.", req.path);
         return (Some(principal), kv_error(404, "NotFound", &message, None));
     };
     if req.method != Method::GET {
         let message = format!(
-            "The fake only implements GET on secrets, not {}.",
+            "The fake only implements GET on {}, not {}.",
+            collection.as_str(),
             req.method
         );
         return (
@@ -1408,73 +1600,83 @@ fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<S
     if let Some(fault) = fault.as_ref().filter(|f| f.status != 0) {
         return (Some(principal), Reply::from_fault(fault.clone()));
     }
-    let mut reply = secret_op(st, port, vault, &tenant, &principal, &op, &query);
+    let mut reply = object_op(
+        st, port, vault, &tenant, &principal, collection, &op, &query,
+    );
     reply.delay = fault.and_then(|f| f.delay);
     (Some(principal), reply)
 }
 
-fn secret_op(
+#[allow(clippy::too_many_arguments)]
+fn object_op(
     st: &State,
     port: u16,
     vault_name: &str,
     tenant: &str,
     principal: &str,
+    collection: Collection,
     op: &SecretOp<'_>,
     query: &HashMap<String, String>,
 ) -> Reply {
     let vault = &st.vaults[vault_name];
     let permission = op.permission();
+    let scoped = format!("{}/{permission}", collection.as_str());
     if !vault
         .grants
         .get(principal)
-        .is_some_and(|p| p.contains(permission))
+        .is_some_and(|p| p.contains(permission) || p.contains(&scoped))
     {
         let message = format!(
-            "The user, group or application 'appid={principal};iss=https://{AUTHORITY_HOST}:{port}/{tenant}/' does not have secrets {permission} permission on key vault '{vault_name};location=eastus'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287"
+            "The user, group or application 'appid={principal};iss=https://{AUTHORITY_HOST}:{port}/{tenant}/' does not have {} {permission} permission on key vault '{vault_name};location=eastus'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+            collection.as_str()
         );
         return kv_error(403, "Forbidden", &message, Some("AccessDenied"));
     }
     let base = format!("https://{vault_name}.{VAULT_DNS_SUFFIX}:{port}");
-    let secret = vault.secrets.get(&op.name().to_ascii_lowercase());
+    let object = vault
+        .collection(collection)
+        .get(&op.name().to_ascii_lowercase());
+    let (noun, code) = collection.noun();
     match *op {
         SecretOp::Get { name, version } => {
-            let found = secret.and_then(|s| match version {
+            let found = object.and_then(|s| match version {
                 None => s.versions.last(),
                 Some(wanted) => s
                     .versions
                     .iter()
                     .find(|v| v.id.eq_ignore_ascii_case(wanted)),
             });
-            match (secret, found) {
-                (Some(secret), Some(v)) if v.opts.enabled => {
-                    Reply::json(200, &secret_json(&base, secret, v, true))
+            match (object, found) {
+                (Some(object), Some(v)) if v.opts.enabled => {
+                    Reply::json(200, &object_json(&base, collection, object, v, true))
                 }
                 (Some(_), Some(_)) => kv_error(
                     403,
                     "Forbidden",
-                    "Operation get is not allowed on a disabled secret.",
-                    Some("SecretDisabled"),
+                    &format!("Operation get is not allowed on a disabled {noun}."),
+                    Some(&format!("{code}Disabled")),
                 ),
                 _ => {
                     let id = version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}"));
-                    not_found(&id)
+                    not_found(collection, &id)
                 }
             }
         }
         SecretOp::List { name } => {
-            let Some(secret) = secret else {
-                return not_found(name);
+            let Some(object) = object else {
+                return not_found(collection, name);
             };
-            list_versions(st, &base, secret, query)
+            list_versions(st, &base, collection, object, query)
         }
     }
 }
 
-fn not_found(id: &str) -> Reply {
+fn not_found(collection: Collection, id: &str) -> Reply {
+    let (noun, code) = collection.noun();
     let message = format!(
-        "A secret with (name/id) {id} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+        "A {noun} with (name/id) {id} was not found in this key vault. If you recently deleted this {noun} you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
     );
-    kv_error(404, "SecretNotFound", &message, None)
+    kv_error(404, &format!("{code}NotFound"), &message, None)
 }
 
 /// Listing order key: descending bit-reversed insertion index. Deterministic,
@@ -1487,6 +1689,7 @@ fn list_key(v: &Version) -> u32 {
 fn list_versions(
     st: &State,
     base: &str,
+    collection: Collection,
     secret: &Secret,
     query: &HashMap<String, String>,
 ) -> Reply {
@@ -1520,7 +1723,8 @@ fn list_versions(
         Some(last) if more => {
             let api_version = query.get("api-version").map_or("", String::as_str);
             let mut link = format!(
-                "{base}/secrets/{}/versions?api-version={api_version}&$skiptoken={:08x}",
+                "{base}/{}/{}/versions?api-version={api_version}&$skiptoken={:08x}",
+                collection.as_str(),
                 secret.name,
                 list_key(last)
             );
@@ -1533,9 +1737,34 @@ fn list_versions(
     };
     let value: Vec<Value> = items
         .iter()
-        .map(|v| secret_json(base, secret, v, false))
+        .map(|v| object_json(base, collection, secret, v, false))
         .collect();
     Reply::json(200, &json!({"value": value, "nextLink": next_link}))
+}
+
+fn attributes_json(v: &Version) -> Value {
+    json!({
+        "enabled": v.opts.enabled,
+        "created": v.created,
+        "updated": v.updated,
+        "recoveryLevel": "Recoverable+Purgeable",
+        "recoverableDays": 90,
+    })
+}
+
+/// A bundle (`full`) or a version list item of any collection.
+fn object_json(
+    base: &str,
+    collection: Collection,
+    object: &Secret,
+    v: &Version,
+    full: bool,
+) -> Value {
+    match collection {
+        Collection::Secrets => secret_json(base, object, v, full),
+        Collection::Keys => key_json(base, object, v, full),
+        Collection::Certificates => certificate_json(base, object, v, full),
+    }
 }
 
 /// A secret bundle (`with_value`) or a version list item.
@@ -1548,16 +1777,7 @@ fn secret_json(base: &str, secret: &Secret, v: &Version, with_value: bool) -> Va
         "id".into(),
         Value::String(format!("{base}/secrets/{}/{}", secret.name, v.id)),
     );
-    out.insert(
-        "attributes".into(),
-        json!({
-            "enabled": v.opts.enabled,
-            "created": v.created,
-            "updated": v.updated,
-            "recoveryLevel": "Recoverable+Purgeable",
-            "recoverableDays": 90,
-        }),
-    );
+    out.insert("attributes".into(), attributes_json(v));
     if let Some(content_type) = &v.opts.content_type {
         out.insert("contentType".into(), Value::String(content_type.clone()));
     }
@@ -1569,6 +1789,65 @@ fn secret_json(base: &str, secret: &Secret, v: &Version, with_value: bool) -> Va
     }
     if !v.opts.tags.is_empty() {
         out.insert("tags".into(), json!(v.opts.tags));
+    }
+    Value::Object(out)
+}
+
+/// A key bundle (`{"key": <jwk with kid>, "attributes"}`) or a version list item (`kid`).
+fn key_json(base: &str, key: &Secret, v: &Version, full: bool) -> Value {
+    let kid = format!("{base}/keys/{}/{}", key.name, v.id);
+    let mut out = Map::new();
+    if full {
+        let mut jwk: Value = serde_json::from_str(&v.value).unwrap_or_else(|_| json!({}));
+        jwk["kid"] = Value::String(kid);
+        out.insert("key".into(), jwk);
+    } else {
+        out.insert("kid".into(), Value::String(kid));
+    }
+    out.insert("attributes".into(), attributes_json(v));
+    if v.opts.kid.is_some() {
+        out.insert("managed".into(), Value::Bool(true));
+    }
+    Value::Object(out)
+}
+
+/// A certificate bundle (`id`, `kid`, `sid`, `x5t`, `cer`, `attributes`, `policy`) or a version
+/// list item (`id`, `x5t`, `attributes`).
+fn certificate_json(base: &str, certificate: &Secret, v: &Version, full: bool) -> Value {
+    use sha1::Digest as _;
+    let name = &certificate.name;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(&v.value)
+        .unwrap_or_default();
+    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der));
+    let mut out = Map::new();
+    out.insert(
+        "id".into(),
+        Value::String(format!("{base}/certificates/{name}/{}", v.id)),
+    );
+    out.insert("x5t".into(), Value::String(x5t));
+    out.insert("attributes".into(), attributes_json(v));
+    if full {
+        out.insert(
+            "kid".into(),
+            Value::String(format!("{base}/keys/{name}/{}", v.id)),
+        );
+        out.insert(
+            "sid".into(),
+            Value::String(format!("{base}/secrets/{name}/{}", v.id)),
+        );
+        out.insert("cer".into(), Value::String(v.value.clone()));
+        out.insert(
+            "policy".into(),
+            json!({
+                "id": format!("{base}/certificates/{name}/policy"),
+                "key_props": {"exportable": true, "kty": "RSA", "key_size": 2048, "reuse_key": false},
+                "secret_props": {"contentType": "application/x-pkcs12"},
+                "x509_props": {"subject": "CN=fake", "validity_months": 12},
+                "issuer": {"name": "Self"},
+                "attributes": {"enabled": true, "created": v.created, "updated": v.updated},
+            }),
+        );
     }
     Value::Object(out)
 }

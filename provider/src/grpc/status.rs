@@ -3,10 +3,7 @@
 //! The driver retries `Unavailable` at once (3 attempts); other codes fail the publish and kubelet
 //! retries later. So only transient trouble maps to `Unavailable`.
 
-use crate::{
-    auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError,
-    mount::MountError,
-};
+use crate::{auth::AuthError, cloud::CloudError, keyvault::KeyVaultError, mount::MountError};
 use tonic::{Code, Status};
 
 fn code(error: &MountError) -> Code {
@@ -35,10 +32,10 @@ fn code(error: &MountError) -> Code {
             | KeyVaultError::AuthenticationUnavailable { .. } => Code::Unavailable,
             _ => Code::Internal,
         },
-        MountError::Convert(e) => match e {
-            ConvertError::Unsupported { .. } => Code::Unimplemented,
-            _ => Code::InvalidArgument,
-        },
+        // A value that is damaged or does not fit the request is a bad argument; a well-formed
+        // object this provider cannot write (key type, curve, password) is a failed precondition.
+        MountError::Convert(e) if e.is_unsupported() => Code::FailedPrecondition,
+        MountError::Convert(_) => Code::InvalidArgument,
         MountError::Timeout(_) => Code::Unavailable,
         MountError::TooLarge { .. } => Code::ResourceExhausted,
     }

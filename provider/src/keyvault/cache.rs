@@ -5,7 +5,9 @@
 //! identity (and proof) that Key Vault authorized for it. Cached values are [`SecretBytes`]:
 //! zeroized when evicted or dropped. Only successful reads are cached.
 
-use super::{FetchedSecret, KeyVaultError, Vault, VersionInfo};
+use super::{
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, Vault, VersionInfo,
+};
 use crate::{auth::IdentityKey, metrics::Metrics};
 use async_trait::async_trait;
 use futures::{
@@ -218,8 +220,29 @@ impl Vault for CachedVault {
         pending.await
     }
 
-    async fn list_secret_versions(&self, name: &str) -> Result<Vec<VersionInfo>, KeyVaultError> {
-        self.inner.list_secret_versions(name).await
+    // Keys and certificates hold no secret material and are read as they are asked for.
+    async fn get_key(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedKey, KeyVaultError> {
+        self.inner.get_key(name, version).await
+    }
+
+    async fn get_certificate(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedCertificate, KeyVaultError> {
+        self.inner.get_certificate(name, version).await
+    }
+
+    async fn list_versions(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Vec<VersionInfo>, KeyVaultError> {
+        self.inner.list_versions(kind, name).await
     }
 }
 
@@ -253,7 +276,21 @@ mod tests {
                 kid: None,
             })
         }
-        async fn list_secret_versions(&self, _: &str) -> Result<Vec<VersionInfo>, KeyVaultError> {
+        async fn get_key(&self, _: &str, _: Option<&str>) -> Result<FetchedKey, KeyVaultError> {
+            Ok(FetchedKey::default())
+        }
+        async fn get_certificate(
+            &self,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<FetchedCertificate, KeyVaultError> {
+            Ok(FetchedCertificate::default())
+        }
+        async fn list_versions(
+            &self,
+            _: ObjectKind,
+            _: &str,
+        ) -> Result<Vec<VersionInfo>, KeyVaultError> {
             Ok(vec![])
         }
     }

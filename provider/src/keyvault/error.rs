@@ -1,5 +1,6 @@
 //! Key Vault and token errors, classified from SDK errors into what an operator can act on.
 
+use super::ObjectKind;
 use azure_core::error::ErrorKind;
 use std::time::Duration;
 
@@ -22,13 +23,17 @@ pub enum KeyVaultError {
     },
     /// The identity authenticated but may not perform the operation.
     #[error(
-        "{object} in Key Vault {vault}: the identity lacks the secrets {permission} permission; grant the role \"Key Vault Secrets User\" or an access policy with {permission} on secrets ({detail})"
+        "{object} in Key Vault {vault}: the identity lacks the {collection} {permission} permission; grant the role \"{role}\" or an access policy with {permission} on {collection} ({detail})",
+        collection = .kind.collection(),
+        role = .kind.reader_role()
     )]
     Forbidden {
         /// Vault name.
         vault: String,
         /// The object.
         object: String,
+        /// The collection the object is in.
+        kind: ObjectKind,
         /// `get` or `list`.
         permission: &'static str,
         /// Key Vault's own words.
@@ -189,11 +194,13 @@ fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> 
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Turns an SDK error for `object` in `vault` during `permission` (`get`/`list`) into a [`KeyVaultError`].
+/// Turns an SDK error for `object` (of collection `kind`) in `vault` during `permission`
+/// (`get`/`list`) into a [`KeyVaultError`].
 pub fn classify(
     err: &azure_core::Error,
     vault: &str,
     object: &str,
+    kind: ObjectKind,
     permission: &'static str,
 ) -> KeyVaultError {
     let vault = vault.to_owned();
@@ -219,6 +226,7 @@ pub fn classify(
                 403 => KeyVaultError::Forbidden {
                     vault,
                     object,
+                    kind,
                     permission,
                     detail,
                 },
@@ -277,6 +285,17 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "Key Vault kv1 throttled the requests (HTTP 429), asking to wait 7s; the driver will retry"
+        );
+        let e = KeyVaultError::Forbidden {
+            vault: "kv1".into(),
+            object: "key/signing".into(),
+            kind: ObjectKind::Key,
+            permission: "get",
+            detail: "denied".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "key/signing in Key Vault kv1: the identity lacks the keys get permission; grant the role \"Key Vault Crypto User\" or an access policy with get on keys (denied)"
         );
         let e = KeyVaultError::NotFound {
             vault: "kv1".into(),

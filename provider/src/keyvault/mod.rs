@@ -19,6 +19,37 @@ use time::OffsetDateTime;
 /// Most versions of one object scanned for `objectVersionHistory`.
 pub const MAX_VERSIONS_SCANNED: usize = 10_000;
 
+/// The three collections of a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `/secrets` (also the secrets that back certificates).
+    Secret,
+    /// `/keys`.
+    Key,
+    /// `/certificates`.
+    Certificate,
+}
+
+impl ObjectKind {
+    /// The collection's name in Key Vault's permission model: `secrets`, `keys`, `certificates`.
+    pub fn collection(self) -> &'static str {
+        match self {
+            Self::Secret => "secrets",
+            Self::Key => "keys",
+            Self::Certificate => "certificates",
+        }
+    }
+
+    /// The built-in Azure RBAC role that grants reading this collection.
+    pub fn reader_role(self) -> &'static str {
+        match self {
+            Self::Secret => "Key Vault Secrets User",
+            Self::Key => "Key Vault Crypto User",
+            Self::Certificate => "Key Vault Certificate User",
+        }
+    }
+}
+
 /// A secret as read from Key Vault.
 #[derive(Debug, Clone)]
 pub struct FetchedSecret {
@@ -30,6 +61,35 @@ pub struct FetchedSecret {
     pub content_type: Option<String>,
     /// `kid`: set when the secret backs a certificate.
     pub kid: Option<String>,
+}
+
+/// The public part of a key as read from Key Vault (a JSON Web Key; Key Vault never returns
+/// private parts here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchedKey {
+    /// The key's version: the last segment of its `kid`.
+    pub version: String,
+    /// `kty`: `RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct`, `oct-HSM`.
+    pub kty: String,
+    /// `crv` of EC keys.
+    pub crv: Option<String>,
+    /// RSA modulus.
+    pub n: Option<Vec<u8>>,
+    /// RSA public exponent.
+    pub e: Option<Vec<u8>>,
+    /// EC x coordinate.
+    pub x: Option<Vec<u8>>,
+    /// EC y coordinate.
+    pub y: Option<Vec<u8>>,
+}
+
+/// A certificate as read from Key Vault (public part only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchedCertificate {
+    /// The certificate's version: the last segment of its id.
+    pub version: String,
+    /// `cer`: the leaf certificate, DER.
+    pub cer: Vec<u8>,
 }
 
 /// One version of an object, from a version listing.
@@ -53,8 +113,23 @@ pub trait Vault: Send + Sync {
         version: Option<&str>,
     ) -> Result<FetchedSecret, KeyVaultError>;
 
-    /// Lists all versions of a secret (at most [`MAX_VERSIONS_SCANNED`]).
-    async fn list_secret_versions(&self, name: &str) -> Result<Vec<VersionInfo>, KeyVaultError>;
+    /// Reads the public part of a key, the latest version when `version` is `None`.
+    async fn get_key(&self, name: &str, version: Option<&str>)
+    -> Result<FetchedKey, KeyVaultError>;
+
+    /// Reads a certificate, the latest version when `version` is `None`.
+    async fn get_certificate(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedCertificate, KeyVaultError>;
+
+    /// Lists all versions of a secret, key or certificate (at most [`MAX_VERSIONS_SCANNED`]).
+    async fn list_versions(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Vec<VersionInfo>, KeyVaultError>;
 }
 
 /// Opens vaults for a credential.
@@ -70,7 +145,8 @@ pub trait VaultConnector: Send + Sync {
     ) -> Result<Arc<dyn Vault>, KeyVaultError>;
 }
 
-/// The version segment of a Key Vault object id (`https://v/secrets/<name>/<version>`).
+/// The version segment of a Key Vault object id (`https://v/secrets/<name>/<version>`; also
+/// `/keys/` and `/certificates/`).
 pub fn version_of(id: &str) -> Option<String> {
     let url = url::Url::parse(id).ok()?;
     let segments: Vec<&str> = url.path_segments()?.filter(|s| !s.is_empty()).collect();

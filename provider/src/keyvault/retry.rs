@@ -5,7 +5,9 @@
 //! can see the Mount's deadline: when Key Vault asks for a wait that does not fit, the read fails
 //! at once with `Unavailable` and the wait it asked for, and the driver retries later.
 
-use super::{FetchedSecret, KeyVaultError, Vault, VersionInfo};
+use super::{
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, Vault, VersionInfo,
+};
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use std::{
@@ -171,8 +173,28 @@ impl Vault for RetryingVault {
         self.run(|| self.inner.get_secret(name, version)).await
     }
 
-    async fn list_secret_versions(&self, name: &str) -> Result<Vec<VersionInfo>, KeyVaultError> {
-        self.run(|| self.inner.list_secret_versions(name)).await
+    async fn get_key(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedKey, KeyVaultError> {
+        self.run(|| self.inner.get_key(name, version)).await
+    }
+
+    async fn get_certificate(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedCertificate, KeyVaultError> {
+        self.run(|| self.inner.get_certificate(name, version)).await
+    }
+
+    async fn list_versions(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Vec<VersionInfo>, KeyVaultError> {
+        self.run(|| self.inner.list_versions(kind, name)).await
     }
 }
 
@@ -211,7 +233,21 @@ mod tests {
                 }),
             }
         }
-        async fn list_secret_versions(&self, _: &str) -> Result<Vec<VersionInfo>, KeyVaultError> {
+        async fn get_key(&self, _: &str, _: Option<&str>) -> Result<FetchedKey, KeyVaultError> {
+            Ok(FetchedKey::default())
+        }
+        async fn get_certificate(
+            &self,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<FetchedCertificate, KeyVaultError> {
+            Ok(FetchedCertificate::default())
+        }
+        async fn list_versions(
+            &self,
+            _: ObjectKind,
+            _: &str,
+        ) -> Result<Vec<VersionInfo>, KeyVaultError> {
             Ok(vec![])
         }
     }

@@ -1,8 +1,9 @@
-//! [`Vault`] over the official `azure_security_keyvault_secrets` client.
+//! [`Vault`] over the official `azure_security_keyvault_{secrets,keys,certificates}` clients,
+//! which share one transport and one retry policy.
 
 use super::{
-    FetchedSecret, KeyVaultError, MAX_VERSIONS_SCANNED, Vault, VaultConnector, VersionInfo,
-    classify, version_of,
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, MAX_VERSIONS_SCANNED, ObjectKind,
+    Vault, VaultConnector, VersionInfo, classify, version_of,
 };
 use crate::{auth::IdentityKey, sensitive::SecretBytes, transport::HttpTransport};
 use async_trait::async_trait;
@@ -10,12 +11,27 @@ use azure_core::{
     credentials::TokenCredential,
     http::{ClientOptions, RetryOptions},
 };
+use azure_security_keyvault_certificates::{
+    CertificateClient, CertificateClientOptions,
+    models::{
+        CertificateAttributes, CertificateClientGetCertificateOptions,
+        CertificateClientListCertificatePropertiesVersionsOptions,
+    },
+};
+use azure_security_keyvault_keys::{
+    KeyClient, KeyClientOptions,
+    models::{KeyAttributes, KeyClientGetKeyOptions, KeyClientListKeyPropertiesVersionsOptions},
+};
 use azure_security_keyvault_secrets::{
     SecretClient, SecretClientOptions,
-    models::{SecretClientGetSecretOptions, SecretClientListSecretPropertiesVersionsOptions},
+    models::{
+        SecretAttributes, SecretClientGetSecretOptions,
+        SecretClientListSecretPropertiesVersionsOptions,
+    },
 };
-use futures::TryStreamExt;
+use futures::{Stream, TryStreamExt};
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 /// Clients kept for reuse (one per vault and identity key).
 const MAX_CLIENTS: u64 = 1_000;
@@ -81,30 +97,139 @@ impl SdkConnector {
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| vault_url.to_owned());
-        let options = SecretClientOptions {
-            client_options: ClientOptions {
-                transport: Some(self.transport.sdk_transport()),
-                // Retries happen in `RetryingVault`, which knows the Mount's deadline.
-                retry: RetryOptions::none(),
-                ..ClientOptions::default()
-            },
-            ..SecretClientOptions::default()
+        let client_options = ClientOptions {
+            transport: Some(self.transport.sdk_transport()),
+            // Retries happen in `RetryingVault`, which knows the Mount's deadline.
+            retry: RetryOptions::none(),
+            ..ClientOptions::default()
         };
-        let client = SecretClient::new(vault_url, credential, Some(options)).map_err(|e| {
-            KeyVaultError::BadResponse {
-                vault: vault.clone(),
-                object: "-".into(),
-                detail: format!("invalid vault URL {vault_url}: {e}"),
-            }
-        })?;
-        Ok(Arc::new(SdkVault { client, vault }))
+        let invalid = |e: azure_core::Error| KeyVaultError::BadResponse {
+            vault: vault.clone(),
+            object: "-".into(),
+            detail: format!("invalid vault URL {vault_url}: {e}"),
+        };
+        let secrets = SecretClient::new(
+            vault_url,
+            credential.clone(),
+            Some(SecretClientOptions {
+                client_options: client_options.clone(),
+                ..SecretClientOptions::default()
+            }),
+        )
+        .map_err(invalid)?;
+        let keys = KeyClient::new(
+            vault_url,
+            credential.clone(),
+            Some(KeyClientOptions {
+                client_options: client_options.clone(),
+                ..KeyClientOptions::default()
+            }),
+        )
+        .map_err(invalid)?;
+        let certificates = CertificateClient::new(
+            vault_url,
+            credential,
+            Some(CertificateClientOptions {
+                client_options,
+                ..CertificateClientOptions::default()
+            }),
+        )
+        .map_err(invalid)?;
+        Ok(Arc::new(SdkVault {
+            secrets,
+            keys,
+            certificates,
+            vault,
+        }))
     }
 }
 
-/// One vault through the SDK's `SecretClient`.
+/// One vault through the SDK's clients.
 pub struct SdkVault {
-    client: SecretClient,
+    secrets: SecretClient,
+    keys: KeyClient,
+    certificates: CertificateClient,
     vault: String,
+}
+
+/// `<collection>/<name>` or `<collection>/<name> (version <v>)`, for messages.
+fn label(kind: ObjectKind, name: &str, version: Option<&str>) -> String {
+    let prefix = match kind {
+        ObjectKind::Secret => "secret",
+        ObjectKind::Key => "key",
+        ObjectKind::Certificate => "cert",
+    };
+    match version {
+        Some(v) => format!("{prefix}/{name} (version {v})"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+impl SdkVault {
+    fn bad(&self, object: &str, detail: &str) -> KeyVaultError {
+        KeyVaultError::BadResponse {
+            vault: self.vault.clone(),
+            object: object.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// The version of `id`, checked against a pinned `version`.
+    fn checked_version(
+        &self,
+        id: Option<&str>,
+        pinned: Option<&str>,
+        object: &str,
+    ) -> Result<String, KeyVaultError> {
+        let id = id.ok_or_else(|| self.bad(object, "the object has no id"))?;
+        let found =
+            version_of(id).ok_or_else(|| self.bad(object, "the object id has no version"))?;
+        if let Some(pinned) = pinned
+            && !pinned.eq_ignore_ascii_case(&found)
+        {
+            return Err(self.bad(object, "the returned version is not the requested one"));
+        }
+        Ok(found)
+    }
+
+    /// Collects a version listing, at most [`MAX_VERSIONS_SCANNED`] entries.
+    async fn collect_versions<S, T>(
+        &self,
+        mut pager: S,
+        object: &str,
+        kind: ObjectKind,
+        entry: impl Fn(T) -> Option<VersionInfo>,
+    ) -> Result<Vec<VersionInfo>, KeyVaultError>
+    where
+        S: Stream<Item = azure_core::Result<T>> + Unpin,
+    {
+        let mut versions = Vec::new();
+        while let Some(item) = pager
+            .try_next()
+            .await
+            .map_err(|e| classify(&e, &self.vault, object, kind, "list"))?
+        {
+            if let Some(version) = entry(item) {
+                versions.push(version);
+            }
+            if versions.len() >= MAX_VERSIONS_SCANNED {
+                break;
+            }
+        }
+        Ok(versions)
+    }
+}
+
+fn info(
+    id: Option<&str>,
+    created: Option<OffsetDateTime>,
+    enabled: Option<bool>,
+) -> Option<VersionInfo> {
+    Some(VersionInfo {
+        version: id.and_then(version_of)?,
+        created,
+        enabled: enabled.unwrap_or(true),
+    })
 }
 
 #[async_trait]
@@ -114,38 +239,23 @@ impl Vault for SdkVault {
         name: &str,
         version: Option<&str>,
     ) -> Result<FetchedSecret, KeyVaultError> {
-        let object = match version {
-            Some(v) => format!("secret/{name} (version {v})"),
-            None => format!("secret/{name}"),
-        };
+        let object = label(ObjectKind::Secret, name, version);
         let options = SecretClientGetSecretOptions {
             secret_version: version.map(str::to_owned),
             ..SecretClientGetSecretOptions::default()
         };
         let response = self
-            .client
+            .secrets
             .get_secret(name, Some(options))
             .await
-            .map_err(|e| classify(&e, &self.vault, &object, "get"))?;
-        let bad = |detail: &str| KeyVaultError::BadResponse {
-            vault: self.vault.clone(),
-            object: object.clone(),
-            detail: detail.to_owned(),
-        };
+            .map_err(|e| classify(&e, &self.vault, &object, ObjectKind::Secret, "get"))?;
         let secret = response
             .into_model()
-            .map_err(|_| bad("the body is not a secret bundle"))?;
-        let id = secret
-            .id
-            .as_deref()
-            .ok_or_else(|| bad("the secret has no id"))?;
-        let found_version = version_of(id).ok_or_else(|| bad("the secret id has no version"))?;
-        if let Some(pinned) = version
-            && !pinned.eq_ignore_ascii_case(&found_version)
-        {
-            return Err(bad("the returned version is not the requested one"));
-        }
-        let value = secret.value.ok_or_else(|| bad("the secret has no value"))?;
+            .map_err(|_| self.bad(&object, "the body is not a secret bundle"))?;
+        let found_version = self.checked_version(secret.id.as_deref(), version, &object)?;
+        let value = secret
+            .value
+            .ok_or_else(|| self.bad(&object, "the secret has no value"))?;
         Ok(FetchedSecret {
             version: found_version,
             value: SecretBytes::new(value.into_bytes()),
@@ -154,34 +264,120 @@ impl Vault for SdkVault {
         })
     }
 
-    async fn list_secret_versions(&self, name: &str) -> Result<Vec<VersionInfo>, KeyVaultError> {
-        let object = format!("secret/{name}");
-        let mut pager = self
-            .client
-            .list_secret_properties_versions(
-                name,
-                Some(SecretClientListSecretPropertiesVersionsOptions::default()),
-            )
-            .map_err(|e| classify(&e, &self.vault, &object, "list"))?;
-        let mut versions = Vec::new();
-        while let Some(item) = pager
-            .try_next()
+    async fn get_key(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedKey, KeyVaultError> {
+        let object = label(ObjectKind::Key, name, version);
+        let options = KeyClientGetKeyOptions {
+            key_version: version.map(str::to_owned),
+            ..KeyClientGetKeyOptions::default()
+        };
+        let response = self
+            .keys
+            .get_key(name, Some(options))
             .await
-            .map_err(|e| classify(&e, &self.vault, &object, "list"))?
-        {
-            let Some(version) = item.id.as_deref().and_then(version_of) else {
-                continue;
-            };
-            let attributes = item.attributes.unwrap_or_default();
-            versions.push(VersionInfo {
-                version,
-                created: attributes.created,
-                enabled: attributes.enabled.unwrap_or(true),
-            });
-            if versions.len() >= MAX_VERSIONS_SCANNED {
-                break;
+            .map_err(|e| classify(&e, &self.vault, &object, ObjectKind::Key, "get"))?;
+        let key = response
+            .into_model()
+            .map_err(|_| self.bad(&object, "the body is not a key bundle"))?
+            .key
+            .ok_or_else(|| self.bad(&object, "the key bundle has no key"))?;
+        let found_version = self.checked_version(key.kid.as_deref(), version, &object)?;
+        let kty = key
+            .kty
+            .ok_or_else(|| self.bad(&object, "the key has no kty"))?;
+        Ok(FetchedKey {
+            version: found_version,
+            kty: kty.as_ref().to_owned(),
+            crv: key.crv.map(|c| c.as_ref().to_owned()),
+            n: key.n,
+            e: key.e,
+            x: key.x,
+            y: key.y,
+        })
+    }
+
+    async fn get_certificate(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedCertificate, KeyVaultError> {
+        let object = label(ObjectKind::Certificate, name, version);
+        let options = CertificateClientGetCertificateOptions {
+            certificate_version: version.map(str::to_owned),
+            ..CertificateClientGetCertificateOptions::default()
+        };
+        let response = self
+            .certificates
+            .get_certificate(name, Some(options))
+            .await
+            .map_err(|e| classify(&e, &self.vault, &object, ObjectKind::Certificate, "get"))?;
+        let certificate = response
+            .into_model()
+            .map_err(|_| self.bad(&object, "the body is not a certificate bundle"))?;
+        let found_version = self.checked_version(certificate.id.as_deref(), version, &object)?;
+        let cer = certificate
+            .cer
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| self.bad(&object, "the certificate has no cer"))?;
+        Ok(FetchedCertificate {
+            version: found_version,
+            cer,
+        })
+    }
+
+    async fn list_versions(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Vec<VersionInfo>, KeyVaultError> {
+        let object = label(kind, name, None);
+        let failed = |e: azure_core::Error| classify(&e, &self.vault, &object, kind, "list");
+        match kind {
+            ObjectKind::Secret => {
+                let pager = self
+                    .secrets
+                    .list_secret_properties_versions(
+                        name,
+                        Some(SecretClientListSecretPropertiesVersionsOptions::default()),
+                    )
+                    .map_err(failed)?;
+                self.collect_versions(pager, &object, kind, |item| {
+                    let a: SecretAttributes = item.attributes.unwrap_or_default();
+                    info(item.id.as_deref(), a.created, a.enabled)
+                })
+                .await
+            }
+            ObjectKind::Key => {
+                let pager = self
+                    .keys
+                    .list_key_properties_versions(
+                        name,
+                        Some(KeyClientListKeyPropertiesVersionsOptions::default()),
+                    )
+                    .map_err(failed)?;
+                self.collect_versions(pager, &object, kind, |item| {
+                    let a: KeyAttributes = item.attributes.unwrap_or_default();
+                    info(item.kid.as_deref(), a.created, a.enabled)
+                })
+                .await
+            }
+            ObjectKind::Certificate => {
+                let pager = self
+                    .certificates
+                    .list_certificate_properties_versions(
+                        name,
+                        Some(CertificateClientListCertificatePropertiesVersionsOptions::default()),
+                    )
+                    .map_err(failed)?;
+                self.collect_versions(pager, &object, kind, |item| {
+                    let a: CertificateAttributes = item.attributes.unwrap_or_default();
+                    info(item.id.as_deref(), a.created, a.enabled)
+                })
+                .await
             }
         }
-        Ok(versions)
     }
 }

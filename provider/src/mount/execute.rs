@@ -3,21 +3,27 @@
 use super::{MountError, MountPlan};
 use crate::{
     auth::CredentialFactory,
-    convert::{self, ConvertError},
+    convert::{self, CertificateFiles, ConvertError, jwk::PublicJwk},
     keyvault::{
-        CachedVault, FetchedSecret, KeyVaultError, ReadCache, ReadCacheConfig, RetryPolicy,
-        RetryingVault, Vault, VaultConnector, VaultLimits, VersionInfo,
+        CachedVault, FetchedSecret, KeyVaultError, ObjectKind, ReadCache, ReadCacheConfig,
+        RetryPolicy, RetryingVault, Vault, VaultConnector, VaultLimits, VersionInfo,
     },
     metrics::Metrics,
     sensitive::SecretBytes,
-    spc::{KeyVaultObject, ObjectFormat, ObjectType},
+    spc::{KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType, SpcError},
 };
 use futures::{StreamExt, TryStreamExt, stream};
-use std::{cmp::Reverse, sync::Arc};
+use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 use tokio::time::Instant;
 
 /// Content type of PKCS#12 certificate-backed secrets.
 const CONTENT_TYPE_PKCS12: &str = "application/x-pkcs12";
+/// Content type of PEM certificate-backed secrets.
+const CONTENT_TYPE_PEM: &str = "application/x-pem-file";
+/// File name suffix of the certificates of a certificate-backed secret (separate files).
+const CRT_SUFFIX: &str = ".crt";
+/// File name suffix of the private key of a certificate-backed secret (separate files).
+const KEY_SUFFIX: &str = ".key";
 
 /// One file of the reply.
 #[derive(Debug, Clone)]
@@ -59,6 +65,11 @@ pub struct MounterConfig {
     pub retry: RetryPolicy,
     /// Pinned-version and latest-window caching.
     pub cache: ReadCacheConfig,
+    /// `--construct-pem-chain`: order PKCS#12 certificates leaf → root.
+    pub construct_pem_chain: bool,
+    /// `--write-cert-and-key-in-separate-files`: also `<file>.crt` and `<file>.key` for
+    /// certificate-backed secrets.
+    pub write_cert_and_key_in_separate_files: bool,
 }
 
 /// Runs Mount plans against Key Vault.
@@ -138,6 +149,7 @@ impl Mounter {
                 },
                 FetchError::Convert(e) => MountError::Convert(e),
             })?;
+        check_paths(&parts, &plan.spc.objects)?;
         let mut output = MountOutput::default();
         for part in parts {
             output.files.extend(part.files);
@@ -163,7 +175,7 @@ impl Mounter {
         default_mode: u32,
     ) -> Result<MountOutput, FetchError> {
         let started = Instant::now();
-        let result = fetch_object(vault, vault_name, object, default_mode).await;
+        let result = fetch_object(vault, vault_name, object, default_mode, self.config).await;
         let error = result.as_ref().err().map(|e| match e {
             FetchError::Vault(e) => e.kind(),
             FetchError::Convert(e) => e.kind(),
@@ -195,55 +207,123 @@ impl From<ConvertError> for FetchError {
     }
 }
 
+/// Two objects may not write the same file, nor a file where another writes a folder. The SPC
+/// check cannot see the `.crt`/`.key` files of certificate-backed secrets, so check the reply.
+fn check_paths(parts: &[MountOutput], objects: &[KeyVaultObject]) -> Result<(), MountError> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for (part, object) in parts.iter().zip(objects) {
+        for file in &part.files {
+            if let Some(first) = owners.insert(&file.path, &object.name)
+                && first != object.name
+            {
+                return Err(conflict(&file.path, first, &object.name));
+            }
+        }
+    }
+    for (path, owner) in &owners {
+        let mut prefix_end = 0;
+        while let Some(slash) = path[prefix_end..].find('/') {
+            let folder = &path[..prefix_end + slash];
+            if let Some(other) = owners.get(folder) {
+                return Err(conflict(folder, other, owner));
+            }
+            prefix_end += slash + 1;
+        }
+    }
+    Ok(())
+}
+
+fn conflict(path: &str, first: &str, second: &str) -> MountError {
+    MountError::Spc(SpcError::FileConflict {
+        path: path.to_owned(),
+        first: format!("\"{first}\""),
+        second: format!("\"{second}\""),
+    })
+}
+
 async fn fetch_object(
     vault: &dyn Vault,
     vault_name: &str,
     object: &KeyVaultObject,
     default_mode: u32,
+    config: MounterConfig,
 ) -> Result<MountOutput, FetchError> {
     let mode = object.file_permission.unwrap_or(default_mode);
     let label = object.version_id();
-    if object.object_type != ObjectType::Secret {
-        return Err(ConvertError::Unsupported {
-            object: label,
-            what: format!("objectType {}", object.object_type.as_str()),
-        }
-        .into());
-    }
     tracing::trace!(object = %label, vault = vault_name, version = object.version.as_deref().unwrap_or("latest"), "fetching object");
     let mut output = MountOutput::default();
-    if object.version_history > 1 {
-        let versions = newest_enabled(
-            vault.list_secret_versions(&object.name).await?,
-            object.version_history,
-        );
-        for (index, version) in versions.iter().enumerate() {
-            let secret = vault
-                .get_secret(&object.name, Some(&version.version))
-                .await?;
-            let contents = secret_contents(&secret, object, &label)?;
+    let mut push = |path: &str, id: &str, version: String, files: Vec<(&str, SecretBytes)>| {
+        for (suffix, contents) in files {
             output.files.push(OutputFile {
-                path: format!("{}/{index}", object.file_name()),
+                path: format!("{path}{suffix}"),
                 mode,
                 contents,
             });
-            output
-                .versions
-                .push((format!("{label}/{index}"), secret.version));
+            output.versions.push((id.to_owned(), version.clone()));
+        }
+    };
+    if object.version_history > 1 {
+        let kind = match object.object_type {
+            ObjectType::Secret => ObjectKind::Secret,
+            ObjectType::Key => ObjectKind::Key,
+            ObjectType::Cert => ObjectKind::Certificate,
+        };
+        let versions = newest_enabled(
+            vault.list_versions(kind, &object.name).await?,
+            object.version_history,
+        );
+        for (index, version) in versions.iter().enumerate() {
+            let (found, files) =
+                fetch_version(vault, object, Some(&version.version), &label, config).await?;
+            push(
+                &format!("{}/{index}", object.file_name()),
+                &format!("{label}/{index}"),
+                found,
+                files,
+            );
         }
         return Ok(output);
     }
-    let secret = vault
-        .get_secret(&object.name, object.version.as_deref())
-        .await?;
-    let contents = secret_contents(&secret, object, &label)?;
-    output.files.push(OutputFile {
-        path: object.file_name().to_owned(),
-        mode,
-        contents,
-    });
-    output.versions.push((label, secret.version));
+    let (found, files) =
+        fetch_version(vault, object, object.version.as_deref(), &label, config).await?;
+    push(object.file_name(), &label, found, files);
     Ok(output)
+}
+
+/// One version of an object: its version id and its files as `(suffix, contents)`, in the Go
+/// provider's order (`.crt`, `.key`, then the object's own file).
+async fn fetch_version(
+    vault: &dyn Vault,
+    object: &KeyVaultObject,
+    version: Option<&str>,
+    label: &str,
+    config: MounterConfig,
+) -> Result<(String, Vec<(&'static str, SecretBytes)>), FetchError> {
+    match object.object_type {
+        ObjectType::Secret => {
+            let secret = vault.get_secret(&object.name, version).await?;
+            let files = secret_files(&secret, object, label, config).await?;
+            Ok((secret.version, files))
+        }
+        ObjectType::Key => {
+            let key = vault.get_key(&object.name, version).await?;
+            let jwk = PublicJwk {
+                kty: &key.kty,
+                crv: key.crv.as_deref(),
+                n: key.n.as_deref(),
+                e: key.e.as_deref(),
+                x: key.x.as_deref(),
+                y: key.y.as_deref(),
+            };
+            let pem = convert::public_key_pem(&jwk, label)?;
+            Ok((key.version, vec![("", pem)]))
+        }
+        ObjectType::Cert => {
+            let certificate = vault.get_certificate(&object.name, version).await?;
+            let pem = convert::certificate_pem(&certificate.cer, label)?;
+            Ok((certificate.version, vec![("", pem)]))
+        }
+    }
 }
 
 /// The `n` newest enabled versions, newest first (ties broken by version id for stable output).
@@ -255,23 +335,93 @@ pub(crate) fn newest_enabled(mut versions: Vec<VersionInfo>, n: u32) -> Vec<Vers
     versions
 }
 
-fn secret_contents(
+/// `objectEncoding` cannot apply to PEM text.
+fn no_encoding(object: &KeyVaultObject, label: &str) -> Result<(), ConvertError> {
+    match object.encoding {
+        ObjectEncoding::Utf8 => Ok(()),
+        ObjectEncoding::Hex | ObjectEncoding::Base64 => Err(ConvertError::EncodingOfPem {
+            object: label.to_owned(),
+            encoding: if object.encoding == ObjectEncoding::Hex {
+                "hex"
+            } else {
+                "base64"
+            },
+        }),
+    }
+}
+
+/// Opens a PKCS#12 value off the async threads (key derivation is CPU work).
+async fn pkcs12_to_pem(
+    value: &SecretBytes,
+    construct_chain: bool,
+    label: &str,
+) -> Result<CertificateFiles, ConvertError> {
+    let value = value.clone();
+    let object = label.to_owned();
+    tokio::task::spawn_blocking(move || convert::pkcs12_to_pem(&value, construct_chain, &object))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConvertError::Pkcs12 {
+                object: label.to_owned(),
+                source: convert::pkcs12::Pkcs12Error::Malformed(format!(
+                    "the conversion stopped: {e}"
+                )),
+            })
+        })
+}
+
+/// The files of one secret version: the secret's own file and, for certificate-backed secrets
+/// with `--write-cert-and-key-in-separate-files`, `.crt` and `.key` (always PEM, whatever
+/// `objectFormat` and `objectEncoding` say).
+async fn secret_files(
     secret: &FetchedSecret,
     object: &KeyVaultObject,
     label: &str,
-) -> Result<SecretBytes, ConvertError> {
-    let is_pkcs12 = secret.kid.is_some()
-        && secret
-            .content_type
-            .as_deref()
-            .is_some_and(|ct| ct.trim().eq_ignore_ascii_case(CONTENT_TYPE_PKCS12));
-    if is_pkcs12 && object.format == ObjectFormat::Pem {
-        return Err(ConvertError::Unsupported {
-            object: label.to_owned(),
-            what: "converting a PKCS#12 certificate-backed secret to PEM (use objectFormat: pfx meanwhile)".to_owned(),
-        });
+    config: MounterConfig,
+) -> Result<Vec<(&'static str, SecretBytes)>, ConvertError> {
+    if secret.kid.as_deref().is_none_or(str::is_empty) {
+        return Ok(vec![(
+            "",
+            convert::decode(&secret.value, object.encoding, label)?,
+        )]);
     }
-    convert::decode(&secret.value, object.encoding, label)
+    let content_type = secret.content_type.as_deref().unwrap_or_default().trim();
+    let separate = config.write_cert_and_key_in_separate_files;
+    let (main, split) = if content_type.eq_ignore_ascii_case(CONTENT_TYPE_PEM) {
+        no_encoding(object, label)?;
+        let split = if separate {
+            Some(convert::split_pem(&secret.value, label)?)
+        } else {
+            None
+        };
+        (secret.value.clone(), split)
+    } else if content_type.eq_ignore_ascii_case(CONTENT_TYPE_PKCS12) {
+        if object.format == ObjectFormat::Pfx {
+            let main = convert::decode(&secret.value, object.encoding, label)?;
+            let split = if separate {
+                Some(pkcs12_to_pem(&secret.value, config.construct_pem_chain, label).await?)
+            } else {
+                None
+            };
+            (main, split)
+        } else {
+            no_encoding(object, label)?;
+            let files = pkcs12_to_pem(&secret.value, config.construct_pem_chain, label).await?;
+            (files.combined(), separate.then_some(files))
+        }
+    } else {
+        return Err(ConvertError::ContentType {
+            object: label.to_owned(),
+            content_type: content_type.chars().take(64).collect(),
+        });
+    };
+    let mut files = Vec::with_capacity(3);
+    if let Some(split) = split {
+        files.push((CRT_SUFFIX, split.certs_pem()));
+        files.push((KEY_SUFFIX, split.keys_pem()));
+    }
+    files.push(("", main));
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -306,5 +456,44 @@ mod tests {
             .map(|v| v.version)
             .collect();
         assert_eq!(got, ["e", "d", "c", "a"]);
+    }
+
+    fn part(paths: &[&str]) -> MountOutput {
+        MountOutput {
+            files: paths
+                .iter()
+                .map(|p| OutputFile {
+                    path: (*p).to_owned(),
+                    mode: 0o644,
+                    contents: SecretBytes::default(),
+                })
+                .collect(),
+            versions: Vec::new(),
+        }
+    }
+
+    fn object(name: &str) -> KeyVaultObject {
+        let yaml = format!("array:\n  - |\n    objectName: {name}\n    objectType: secret\n");
+        crate::spc::parse_objects(&yaml)
+            .ok()
+            .and_then(|mut o| o.pop())
+            .unwrap_or_else(|| unreachable!("valid object"))
+    }
+
+    #[test]
+    fn split_files_may_not_collide_with_other_objects() {
+        let objects = [object("tls"), object("other")];
+        let ok = [part(&["tls.crt", "tls.key", "tls"]), part(&["other"])];
+        assert!(check_paths(&ok, &objects).is_ok());
+        let same = [part(&["tls.crt", "tls.key", "tls"]), part(&["tls.key"])];
+        assert_eq!(
+            check_paths(&same, &objects).err().map(|e| e.to_string()),
+            Some("objects \"tls\" and \"other\" both write \"tls.key\": give one of them a different objectAlias".to_owned())
+        );
+        let folder = [part(&["tls.crt", "tls.key", "tls"]), part(&["tls.crt/x"])];
+        assert!(matches!(
+            check_paths(&folder, &objects),
+            Err(MountError::Spc(SpcError::FileConflict { path, .. })) if path == "tls.crt"
+        ));
     }
 }
