@@ -312,12 +312,12 @@ func (e *Env) Params(objects string, extra map[string]string) map[string]string 
 func Attributes(params map[string]string, pod Pod, tokens string) string {
 	attrs := maps.Clone(params)
 	maps.Copy(attrs, map[string]string{
-		"secretProviderClass":                     SPCName,
-		"csi.storage.k8s.io/pod.name":             pod.Name,
-		"csi.storage.k8s.io/pod.namespace":        pod.Namespace,
-		"csi.storage.k8s.io/pod.uid":              pod.UID,
-		"csi.storage.k8s.io/serviceAccount.name":  pod.ServiceAccount,
-		"csi.storage.k8s.io/ephemeral":            "false",
+		"secretProviderClass":                    SPCName,
+		"csi.storage.k8s.io/pod.name":            pod.Name,
+		"csi.storage.k8s.io/pod.namespace":       pod.Namespace,
+		"csi.storage.k8s.io/pod.uid":             pod.UID,
+		"csi.storage.k8s.io/serviceAccount.name": pod.ServiceAccount,
+		"csi.storage.k8s.io/ephemeral":           "false",
 	})
 	if tokens != "" {
 		attrs["csi.storage.k8s.io/serviceAccount.tokens"] = tokens
