@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -61,6 +60,8 @@ type Options struct {
 	ProviderArgs []string
 	// Dir holds sockets, logs and files; a temporary folder when empty.
 	Dir string
+	// DeferProvider starts only the services; call StartProvider later.
+	DeferProvider bool
 }
 
 // Env is a running environment.
@@ -182,10 +183,11 @@ func Start(opts Options) (env *Env, err error) {
 	if err = os.MkdirAll(e.SocketDir, 0o755); err != nil {
 		return nil, err
 	}
-	if err = e.startProvider(opts); err != nil {
-		return nil, err
+	if !opts.DeferProvider {
+		if err = e.StartProvider(opts.ProviderBin, opts.ProviderArgs...); err != nil {
+			return nil, err
+		}
 	}
-	e.Builder = secretsstore.NewPluginClientBuilder([]string{e.SocketDir})
 	return e, nil
 }
 
@@ -206,11 +208,13 @@ func (e *Env) ProviderArgs() []string {
 	}
 }
 
-func (e *Env) startProvider(opts Options) error {
-	if opts.ProviderBin == "" {
+// StartProvider starts the provider binary with the environment's flags plus extra, waits for
+// its socket, and connects the driver's client builder to the socket folder.
+func (e *Env) StartProvider(bin string, extra ...string) error {
+	if bin == "" {
 		return errors.New("no provider binary given")
 	}
-	if _, err := os.Stat(opts.ProviderBin); err != nil {
+	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("provider binary: %w (build it with: cargo build -p akv-csi-provider)", err)
 	}
 	e.LogFile = filepath.Join(e.Dir, "provider.log")
@@ -218,8 +222,10 @@ func (e *Env) startProvider(opts Options) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(opts.ProviderBin, append(e.ProviderArgs(), opts.ProviderArgs...)...)
+	cmd := exec.Command(bin, append(e.ProviderArgs(), extra...)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	// If the test or demo process dies without cleaning up, the provider goes too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
 	if err := cmd.Start(); err != nil {
 		log.Close()
@@ -234,6 +240,7 @@ func (e *Env) startProvider(opts Options) error {
 	for {
 		if _, err := os.Stat(sock); err == nil {
 			go func() { <-exited }()
+			e.Builder = secretsstore.NewPluginClientBuilder([]string{e.SocketDir})
 			return nil
 		}
 		select {
@@ -431,5 +438,3 @@ func Object(kv ...string) string {
 	}
 	return b.String()
 }
-
-var _ io.Writer = (*os.File)(nil)
