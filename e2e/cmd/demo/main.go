@@ -138,7 +138,7 @@ func run(ctx context.Context, provider, target string) error {
 		versions, _, err := env.Mount(ctx, harness.Attributes(params, harness.DefaultPod, tokens), "{}", target)
 		return versions, err
 	}
-	err = t.phase("mount into ./"+target+" through the driver's client (workload identity)", func() error {
+	err = t.phase("mount into "+target+" through the driver's client (workload identity)", func() error {
 		versions, err := mount()
 		if err != nil {
 			return err
@@ -173,7 +173,7 @@ func run(ctx context.Context, provider, target string) error {
 		fmt.Println(p)
 	}
 	fmt.Printf("  %-72s %8s\n", "total", time.Since(total).Round(time.Millisecond))
-	fmt.Printf("\nthe files stay in ./%s; the provider and the services are stopped now.\n", target)
+	fmt.Printf("\nthe files stay in %s; the provider and the services are stopped now.\n", target)
 	return nil
 }
 
