@@ -122,6 +122,12 @@ func TestServicePrincipal(t *testing.T) {
 	if got := vaultReadersSince(reqs); !slices.Equal(got, []string{harness.SPClientID}) {
 		t.Errorf("vault read by %v, want the service principal only", got)
 	}
+	for _, r := range env.Vault.Requests()[reqs:] {
+		if r.ClientID == harness.SPClientID {
+			t.Logf("the provider reads with api-version %s", r.APIVersion)
+			break
+		}
+	}
 	before := takeSnapshot(t, target)
 
 	outs := len(env.Tokens.Outcomes())

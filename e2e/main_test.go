@@ -204,4 +204,9 @@ func assertNoLeaks(t *testing.T, needles ...string) {
 			t.Errorf("the provider log contains an access token")
 		}
 	}
+	for _, tok := range env.Issuer.Minted() {
+		if strings.Contains(logs, tok) {
+			t.Errorf("the provider log contains a service account token")
+		}
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
 	"time"
 
 	"akv-csi-provider/e2e/internal/jwt"
@@ -19,6 +21,23 @@ type Issuer struct {
 	key *rsa.PrivateKey
 	kid string
 	srv *http.Server
+
+	mu     sync.Mutex
+	minted []string
+}
+
+// Minted returns every token minted or forged so far (to check none reaches a log).
+func (i *Issuer) Minted() []string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return slices.Clone(i.minted)
+}
+
+func (i *Issuer) remember(tok string) string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.minted = append(i.minted, tok)
+	return tok
 }
 
 // StartIssuer serves discovery and JWKS on 127.0.0.1 over plain HTTP.
@@ -62,7 +81,7 @@ func Subject(namespace, serviceAccount string) string {
 func (i *Issuer) Mint(namespace, serviceAccount, audience string, ttl time.Duration) (string, time.Time, error) {
 	exp := time.Now().Add(ttl).Truncate(time.Second)
 	tok, err := jwt.Sign(i.key, i.kid, i.claims(namespace, serviceAccount, audience, exp))
-	return tok, exp, err
+	return i.remember(tok), exp, err
 }
 
 // Forge returns a token with the same claims as Mint but signed with another key that has the
@@ -72,7 +91,8 @@ func (i *Issuer) Forge(namespace, serviceAccount, audience string, ttl time.Dura
 	if err != nil {
 		return "", err
 	}
-	return jwt.Sign(other, i.kid, i.claims(namespace, serviceAccount, audience, time.Now().Add(ttl)))
+	tok, err := jwt.Sign(other, i.kid, i.claims(namespace, serviceAccount, audience, time.Now().Add(ttl)))
+	return i.remember(tok), err
 }
 
 func (i *Issuer) claims(namespace, serviceAccount, audience string, exp time.Time) map[string]any {

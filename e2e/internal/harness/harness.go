@@ -197,9 +197,22 @@ func (e *Env) serveTLS(ln net.Listener, conf *tls.Config, h http.Handler) {
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 }
 
-// ProviderArgs are the flags that point the provider at this environment.
+// freePort returns a loopback port free at the time of the call.
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// ProviderArgs are the flags that point the provider at this environment. The health and
+// metrics ports are free ones, so several providers (tests, the demo) can run side by side.
 func (e *Env) ProviderArgs() []string {
 	return []string{
+		fmt.Sprintf("--healthz-port=%d", freePort()),
+		fmt.Sprintf("--prometheus-port=%d", freePort()),
 		"--endpoint=unix://" + filepath.Join(e.SocketDir, ProviderName+".sock"),
 		"--ca-file=" + e.CAFile,
 		"--resolve=*." + VaultDNSSuffix + "=127.0.0.1",
