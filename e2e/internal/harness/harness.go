@@ -88,6 +88,7 @@ type Env struct {
 	HTTPClient *http.Client
 
 	provider *exec.Cmd
+	exited   chan struct{} // closed when the provider process has been reaped
 	servers  []*http.Server
 }
 
@@ -246,20 +247,20 @@ func (e *Env) StartProvider(bin string, extra ...string) error {
 	}
 	log.Close()
 	e.provider = cmd
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	e.exited = make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(e.exited) }()
 	sock := filepath.Join(e.SocketDir, ProviderName+".sock")
 	deadline := time.After(30 * time.Second)
 	for {
 		if _, err := os.Stat(sock); err == nil {
-			go func() { <-exited }()
 			e.Builder = secretsstore.NewPluginClientBuilder([]string{e.SocketDir})
 			return nil
 		}
 		select {
-		case err := <-exited:
+		case <-e.exited:
 			e.provider = nil
-			return fmt.Errorf("provider exited before listening (%v):\n%s", err, e.ProviderLog())
+			return fmt.Errorf("provider exited before listening (%v):\n%s", waitErr, e.ProviderLog())
 		case <-deadline:
 			return fmt.Errorf("provider did not create %s within 30s:\n%s", sock, e.ProviderLog())
 		case <-time.After(20 * time.Millisecond):
@@ -280,20 +281,11 @@ func (e *Env) Close() {
 	}
 	if e.provider != nil && e.provider.Process != nil {
 		_ = e.provider.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() {
-			for e.provider.ProcessState == nil {
-				if err := e.provider.Process.Signal(syscall.Signal(0)); err != nil {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			close(done)
-		}()
 		select {
-		case <-done:
+		case <-e.exited:
 		case <-time.After(10 * time.Second):
 			_ = e.provider.Process.Kill()
+			<-e.exited
 		}
 		e.provider = nil
 	}
