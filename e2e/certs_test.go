@@ -1,8 +1,5 @@
-//go:build certs
-
 // Keys and certificates: objectType key and cert, certificate-backed secrets in PEM and PKCS#12,
-// objectFormat pfx, and --write-cert-and-key-in-separate-files. Enabled with -tags certs once
-// the conversion work is in the provider. Expectations follow COMPAT.md and are cross-checked
+// objectFormat pfx, and --write-cert-and-key-in-separate-files. Expectations follow COMPAT.md and are cross-checked
 // with openssl where practical.
 package e2e
 
