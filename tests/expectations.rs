@@ -1,6 +1,12 @@
 //! The shared secret expectations (`tests/fixtures/expectations/secrets.json`), also read by the
 //! Go end-to-end tests: one source of truth for what the provider returns for given inputs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::format_push_string
+)]
+#![allow(clippy::too_many_lines, clippy::format_collect)] // one end-to-end comparison
 
 mod support;
 
@@ -52,7 +58,10 @@ impl ExpectedFile {
 fn object_yaml(case: &Case, version: Option<&str>) -> String {
     let mut yaml = String::new();
     for (k, v) in &case.object {
-        yaml.push_str(&format!("{k}: {}\n", serde_json::to_string(v).expect("json string")));
+        yaml.push_str(&format!(
+            "{k}: {}\n",
+            serde_json::to_string(v).expect("json string")
+        ));
     }
     if let Some(v) = version {
         yaml.push_str(&format!("objectVersion: {v}\n"));
@@ -62,8 +71,11 @@ fn object_yaml(case: &Case, version: Option<&str>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_returns_exactly_the_shared_expectations() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/expectations/secrets.json"))
-        .expect("fixture");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/expectations/secrets.json"
+    ))
+    .expect("fixture");
     let fixture: Fixture = serde_json::from_str(&text).expect("fixture JSON");
     assert!(fixture.cases.len() >= 5);
 
@@ -84,9 +96,18 @@ async fn the_provider_returns_exactly_the_shared_expectations() {
     let mut all_versions = Vec::new();
     for case in &fixture.cases {
         let name = &case.object["objectName"];
-        let ids: Vec<String> = case.versions.iter().map(|v| fake.set_secret("kv1", name, v, SecretOpts::default())).collect();
+        let ids: Vec<String> = case
+            .versions
+            .iter()
+            .map(|v| fake.set_secret("kv1", name, v, SecretOpts::default()))
+            .collect();
         let yaml = object_yaml(case, case.pin.map(|i| ids[i].as_str()));
-        let objects = format!("array:\n  - |\n{}", yaml.lines().map(|l| format!("    {l}\n")).collect::<String>());
+        let objects = format!(
+            "array:\n  - |\n{}",
+            yaml.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
         let params = vec![
             ("keyvaultName", "kv1".to_owned()),
             ("tenantID", TENANT.to_owned()),
@@ -100,15 +121,33 @@ async fn the_provider_returns_exactly_the_shared_expectations() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e:?}", case.name))
             .into_inner();
-        let got: Vec<(String, i32, Vec<u8>)> = resp.files.iter().map(|f| (f.path.clone(), f.mode, f.contents.clone())).collect();
+        let got: Vec<(String, i32, Vec<u8>)> = resp
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.mode, f.contents.clone()))
+            .collect();
         let want: Vec<(String, i32, Vec<u8>)> = case
             .files
             .iter()
-            .map(|f| (f.path.clone(), i32::from_str_radix(&f.mode, 8).expect("octal mode"), f.bytes()))
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    i32::from_str_radix(&f.mode, 8).expect("octal mode"),
+                    f.bytes(),
+                )
+            })
             .collect();
         assert_eq!(got, want, "{}", case.name);
-        let got_versions: BTreeMap<String, String> = resp.object_version.iter().map(|v| (v.id.clone(), v.version.clone())).collect();
-        let want_versions: BTreeMap<String, String> = case.object_versions.iter().map(|(id, i)| (id.clone(), ids[*i].clone())).collect();
+        let got_versions: BTreeMap<String, String> = resp
+            .object_version
+            .iter()
+            .map(|v| (v.id.clone(), v.version.clone()))
+            .collect();
+        let want_versions: BTreeMap<String, String> = case
+            .object_versions
+            .iter()
+            .map(|(id, i)| (id.clone(), ids[*i].clone()))
+            .collect();
         assert_eq!(got_versions, want_versions, "{}", case.name);
         all_objects.push(yaml);
         all_files.extend(want);
@@ -120,7 +159,10 @@ async fn the_provider_returns_exactly_the_shared_expectations() {
         "array:\n{}",
         all_objects
             .iter()
-            .map(|y| format!("  - |\n{}", y.lines().map(|l| format!("    {l}\n")).collect::<String>()))
+            .map(|y| format!(
+                "  - |\n{}",
+                y.lines().map(|l| format!("    {l}\n")).collect::<String>()
+            ))
             .collect::<String>()
     );
     let params = vec![
@@ -131,8 +173,16 @@ async fn the_provider_returns_exactly_the_shared_expectations() {
         ("objects", objects),
     ];
     let mut client = provider.client().await;
-    let resp = client.mount(mount_request(&params, &secrets)).await.expect("all cases").into_inner();
-    let got: Vec<(String, i32, Vec<u8>)> = resp.files.iter().map(|f| (f.path.clone(), f.mode, f.contents.clone())).collect();
+    let resp = client
+        .mount(mount_request(&params, &secrets))
+        .await
+        .expect("all cases")
+        .into_inner();
+    let got: Vec<(String, i32, Vec<u8>)> = resp
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.mode, f.contents.clone()))
+        .collect();
     assert_eq!(got, all_files);
     let ids: Vec<String> = resp.object_version.iter().map(|v| v.id.clone()).collect();
     assert_eq!(ids, all_versions);
