@@ -173,7 +173,30 @@ async fn main() {
     let kv = fake.count(|r| matches!(r.service, Service::Vault(_)));
     let tokens = fake.count(|r| r.service == Service::Authority);
     println!(
-        "\n100 rotations of a 20-object Mount: {kv} Key Vault requests, {tokens} token requests"
+        "\n100 rotations of a 20-object Mount (latest versions): {kv} Key Vault requests, {tokens} token requests"
+    );
+    let objects: Vec<String> = (0..20)
+        .map(|i| {
+            let version = fake
+                .versions("kv1", &format!("s{i}"))
+                .pop()
+                .expect("version");
+            format!("objectName: s{i}\nobjectType: secret\nobjectVersion: {version}")
+        })
+        .collect();
+    let refs: Vec<&str> = objects.iter().map(String::as_str).collect();
+    let mut pinned = params(&cloud, 1);
+    pinned.retain(|(k, _)| *k != "objects");
+    pinned.push(("objects", objects_yaml(&refs)));
+    fake.clear_requests();
+    let req = mount_request(&pinned, &sp());
+    for _ in 0..100 {
+        client.mount(req.clone()).await.expect("pinned rotation");
+    }
+    let kv = fake.count(|r| matches!(r.service, Service::Vault(_)));
+    let tokens = fake.count(|r| r.service == Service::Authority);
+    println!(
+        "100 rotations of a 20-object Mount (pinned versions): {kv} Key Vault requests, {tokens} token requests"
     );
 
     // 200 concurrent Mounts.

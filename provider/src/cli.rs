@@ -165,7 +165,7 @@ pub struct Config {
     pub metrics_max_object_names: u16,
 
     /// Objects of one Mount fetched at the same time.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_fetches: u16,
 
     /// On SIGTERM, time in-flight calls get to finish before the provider exits anyway (Go duration).
@@ -173,7 +173,7 @@ pub struct Config {
     pub drain_timeout: Duration,
 
     /// Requests in flight to one vault from this provider, across all Mounts.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_concurrent_per_vault: u16,
 
     /// How long the value of a pinned objectVersion is kept in memory (Go duration; 0 disables).
