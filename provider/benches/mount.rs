@@ -1,8 +1,18 @@
 //! Mount benchmark: the real binary over its socket against the fake Key Vault with injected latency.
 //!
 //! Run: `cargo bench -p akv-csi-provider --bench mount` (prints figures; asserts nothing).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
-#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)]
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -18,7 +28,9 @@ const SP_ID: &str = "bench-sp";
 const SP_SECRET: &str = "bench-secret";
 
 fn params(cloud: &str, n: usize) -> Vec<(&'static str, String)> {
-    let objects: Vec<String> = (0..n).map(|i| format!("objectName: s{i}\nobjectType: secret")).collect();
+    let objects: Vec<String> = (0..n)
+        .map(|i| format!("objectName: s{i}\nobjectType: secret"))
+        .collect();
     let refs: Vec<&str> = objects.iter().map(String::as_str).collect();
     vec![
         ("keyvaultName", "kv1".to_owned()),
@@ -61,7 +73,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of /proc/pid/stat (11 and 12 after the name).
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
@@ -73,7 +90,12 @@ async fn main() {
     fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
     fake.grant("kv1", SP_ID, &["get", "list"]);
     for i in 0..50 {
-        fake.set_secret("kv1", &format!("s{i}"), &format!("value-{i}-{}", "x".repeat(64)), SecretOpts::default());
+        fake.set_secret(
+            "kv1",
+            &format!("s{i}"),
+            &format!("value-{i}-{}", "x".repeat(64)),
+            SecretOpts::default(),
+        );
     }
     let cloud = fake.write_cloud_env_file().display().to_string();
     let provider = Provider::start(&[
@@ -84,15 +106,24 @@ async fn main() {
     let pid = provider.pid();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (idle_rss, _) = rss(pid);
-    println!("akv-csi-provider benchmark (binary: {})", env!("CARGO_BIN_EXE_akv-csi-provider"));
+    println!(
+        "akv-csi-provider benchmark (binary: {})",
+        env!("CARGO_BIN_EXE_akv-csi-provider")
+    );
     println!("idle RSS: {:.1} MiB", idle_rss as f64 / 1024.0);
 
     let mut client = provider.client().await;
     // Warm up: token, client, challenge.
-    client.mount(mount_request(&params(&cloud, 1), &sp())).await.expect("warm-up");
+    client
+        .mount(mount_request(&params(&cloud, 1), &sp()))
+        .await
+        .expect("warm-up");
 
     println!("\nMount latency (sequential, 50 mounts each):");
-    println!("{:>8} {:>10} {:>9} {:>9} {:>9}", "objects", "kv latency", "p50 ms", "p99 ms", "cpu ms");
+    println!(
+        "{:>8} {:>10} {:>9} {:>9} {:>9}",
+        "objects", "kv latency", "p50 ms", "p99 ms", "cpu ms"
+    );
     let mut p50_one_at_20 = Duration::ZERO;
     for latency in [0u64, 20] {
         fake.clear_faults();
@@ -141,7 +172,9 @@ async fn main() {
     }
     let kv = fake.count(|r| matches!(r.service, Service::Vault(_)));
     let tokens = fake.count(|r| r.service == Service::Authority);
-    println!("\n100 rotations of a 20-object Mount: {kv} Key Vault requests, {tokens} token requests");
+    println!(
+        "\n100 rotations of a 20-object Mount: {kv} Key Vault requests, {tokens} token requests"
+    );
 
     // 200 concurrent Mounts.
     let started = Instant::now();
