@@ -18,6 +18,7 @@ pub mod server;
 pub mod spc;
 pub mod telemetry;
 pub mod transport;
+pub mod validate;
 
 /// Generated gRPC types of the driver's `v1alpha1` provider API.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

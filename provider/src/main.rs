@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 const DRIVER_DEFAULT_MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 fn main() -> ExitCode {
+    // Subcommands; without one, the Go provider's flat flags (the DaemonSet passes no subcommand).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "validate") {
+        return validate();
+    }
     let config = match Config::parse_args(std::env::args_os()) {
         Ok(config) => config,
         Err(e) => e.exit(),
@@ -161,6 +165,20 @@ fn admin_config(config: &Config, socket: &std::path::Path) -> AdminConfig {
         healthz_timeout: config.healthz_timeout,
         prometheus_port: config.prometheus_port,
         socket: socket.to_path_buf(),
+    }
+}
+
+/// `akv-csi-provider validate FILE...`: problems on stdout, notes on stderr.
+fn validate() -> ExitCode {
+    let code = akv_csi_provider::validate::run(
+        std::env::args_os().skip(2),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -781,6 +781,14 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
     })
 }
 
+impl KeyVaultObject {
+    /// Every file path the object will produce (none for a bulk entry before it is expanded;
+    /// without the `.crt`/`.key` files of certificate-backed secrets, which depend on the value).
+    pub fn planned_files(&self) -> Vec<String> {
+        planned_paths(self)
+    }
+}
+
 /// Every file path an object will produce, for conflict checks (none for a bulk entry before it
 /// is expanded; `.crt`/`.key` files are checked in the Mount's reply).
 fn planned_paths(object: &KeyVaultObject) -> Vec<String> {
