@@ -7,6 +7,7 @@ mod sdk;
 
 pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
 pub use error::{KeyVaultError, classify, describe};
+pub(crate) use retry::random_fraction;
 pub use retry::{RetryPolicy, RetryingVault, VaultLimits};
 pub use sdk::SdkConnector;
 

@@ -54,7 +54,7 @@ impl RetryPolicy {
 }
 
 /// A number in [0, 1) from the standard library's randomly seeded hasher.
-fn random_fraction() -> f64 {
+pub(crate) fn random_fraction() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(u64::from(std::process::id()));
     #[allow(clippy::cast_precision_loss)]
