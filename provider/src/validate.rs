@@ -210,10 +210,13 @@ where
     );
     let args = match parsed {
         Ok(args) => args,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if e.use_stderr() => {
             write!(notes, "{}", e.render())?;
-            return Ok(code);
+            return Ok(2);
+        }
+        Err(e) => {
+            write!(out, "{}", e.render())?;
+            return Ok(0);
         }
     };
     let mut total = Summary::default();

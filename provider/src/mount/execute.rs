@@ -170,12 +170,14 @@ impl Mounter {
         check_file_conflicts(&objects)?;
         let fetches: Vec<_> = objects
             .iter()
-            .filter_map(|object| {
-                let (vault_name, vault) = vault_of(object)?;
-                Some(async move {
+            .map(|object| {
+                let vault = vault_of(object);
+                async move {
+                    let (vault_name, vault) =
+                        vault.ok_or_else(|| FetchError::Vault(no_client(object)))?;
                     self.timed_fetch(vault.as_ref(), &vault_name, object, plan.default_mode)
                         .await
-                })
+                }
             })
             .collect();
         let parts: Vec<MountOutput> = stream::iter(fetches)
@@ -217,9 +219,8 @@ impl Mounter {
                 objects.push(object.clone());
                 continue;
             };
-            let Some((vault_name, vault)) = vault_of(object) else {
-                continue;
-            };
+            let (vault_name, vault) =
+                vault_of(object).ok_or_else(|| ExpandError::Vault(no_client(object)))?;
             let listing_key = vault_name.to_ascii_lowercase();
             if !listings.contains_key(&listing_key) {
                 let listed = vault.list_secrets().await.map_err(ExpandError::Vault)?;
@@ -294,6 +295,15 @@ impl Mounter {
             }
             other => other,
         }
+    }
+}
+
+/// Every vault of the plan has a client; this is the error if one were missing (a bug).
+fn no_client(object: &KeyVaultObject) -> KeyVaultError {
+    KeyVaultError::BadResponse {
+        vault: object.keyvault_name.clone().unwrap_or_default(),
+        object: object.version_id(),
+        detail: "no client was opened for this vault".into(),
     }
 }
 
