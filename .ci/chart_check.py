@@ -181,14 +181,21 @@ def validate_spc(spc: dict[str, Any], where: str) -> None:
     require(isinstance(objects, dict) and isinstance(objects.get("array"), list) and objects["array"],
             f"{name}: objects must be a mapping with a non-empty list `array`")
     files = []
+    bulk = False
     for index, entry in enumerate(objects["array"]):
         described = yaml.safe_load(entry) if isinstance(entry, str) else entry
         errors = schema_errors(_object_validator, described)
         require(not errors, f"{name}: objects.array[{index}]: " + "; ".join(errors))
-        files.append(described.get("objectAlias") or described["objectName"])
+        if "objectNamePrefix" in described or "objectTags" in described:
+            bulk = True  # files are known only after listing the vault
+        elif described.get("jsonKeys"):
+            files.extend(k if isinstance(k, str) else (k.get("alias") or k["key"])
+                         for k in described["jsonKeys"])
+        else:
+            files.append(described.get("objectAlias") or described["objectName"])
     duplicates = sorted({f for f in files if files.count(f) > 1})
     require(not duplicates, f"{name}: several objects write {duplicates}")
-    for secret in spc["spec"].get("secretObjects", []):
+    for secret in [] if bulk else spc["spec"].get("secretObjects", []):
         for item in secret["data"]:
             require(item["objectName"] in files,
                     f"{name}: secretObjects {secret['secretName']} names {item['objectName']!r}, "

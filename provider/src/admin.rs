@@ -1,14 +1,16 @@
 //! The HTTP endpoints for operators: `/metrics` (Prometheus) and the health probe.
 //!
-//! The probe dials the provider's own unix socket and calls `grpc.health.v1.Health/Check`, so it
-//! reports what the driver would see: 200 `ok` when the socket is bound and serving, 503 with the
-//! reason otherwise. It never calls Key Vault: a Key Vault outage must not restart every provider.
+//! For the provider, the probe dials its own unix socket and calls `grpc.health.v1.Health/Check`,
+//! so it reports what the driver would see: 200 `ok` when the socket is bound and serving, 503 with
+//! the reason otherwise. It never calls Key Vault: a Key Vault outage must not restart every
+//! provider. The standalone agent reports its last successful sync instead ([`HealthCheck::Report`]).
 
 use crate::metrics::Metrics;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use hyper_util::rt::TokioIo;
 use std::{
-    net::SocketAddr,
+    fmt,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -48,26 +50,55 @@ impl AdminError {
     }
 }
 
+/// A health report: healthy or not, and the body to answer.
+pub type HealthReport = Arc<dyn Fn() -> (bool, String) + Send + Sync>;
+
+/// What the health probe checks.
+#[derive(Clone)]
+pub enum HealthCheck {
+    /// The provider: gRPC `Health/Check` over its own socket, within `timeout`.
+    Socket {
+        /// The provider's socket.
+        path: PathBuf,
+        /// Time allowed for the check.
+        timeout: Duration,
+    },
+    /// A report computed by the caller (the agent's last successful sync).
+    Report(HealthReport),
+}
+
+impl fmt::Debug for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Socket { path, timeout } => f
+                .debug_struct("Socket")
+                .field("path", path)
+                .field("timeout", timeout)
+                .finish(),
+            Self::Report(_) => f.write_str("Report"),
+        }
+    }
+}
+
 /// Settings of the admin endpoints.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
+    /// Address both endpoints listen on (the provider: all interfaces).
+    pub bind: IpAddr,
     /// Port of the health probe.
     pub healthz_port: u16,
     /// Path of the health probe.
     pub healthz_path: String,
-    /// Time allowed for the gRPC health check.
-    pub healthz_timeout: Duration,
     /// Port of `/metrics`.
     pub prometheus_port: u16,
-    /// The provider's socket.
-    pub socket: PathBuf,
+    /// What the probe checks.
+    pub health: HealthCheck,
 }
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    socket: Arc<PathBuf>,
-    timeout: Duration,
+    health: HealthCheck,
 }
 
 /// Checks the provider's own gRPC health service over its socket.
@@ -110,12 +141,18 @@ pub async fn check_socket(socket: &Path, timeout: Duration) -> Result<(), String
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match check_socket(&state.socket, state.timeout).await {
-        Ok(()) => (StatusCode::OK, "ok".to_owned()),
-        Err(reason) => {
-            tracing::warn!(reason = %reason, "health probe failed");
-            (StatusCode::SERVICE_UNAVAILABLE, reason)
-        }
+    match &state.health {
+        HealthCheck::Socket { path, timeout } => match check_socket(path, *timeout).await {
+            Ok(()) => (StatusCode::OK, "ok".to_owned()),
+            Err(reason) => {
+                tracing::warn!(reason = %reason, "health probe failed");
+                (StatusCode::SERVICE_UNAVAILABLE, reason)
+            }
+        },
+        HealthCheck::Report(report) => match report() {
+            (true, body) => (StatusCode::OK, body),
+            (false, body) => (StatusCode::SERVICE_UNAVAILABLE, body),
+        },
     }
 }
 
@@ -153,12 +190,11 @@ pub async fn serve(
     }
     let state = AppState {
         metrics,
-        socket: Arc::new(config.socket),
-        timeout: config.healthz_timeout,
+        health: config.health,
     };
     let health = Router::new().route(&config.healthz_path, get(healthz));
     let metrics_router = Router::new().route("/metrics", get(metrics_text));
-    let any = std::net::Ipv4Addr::UNSPECIFIED;
+    let any = config.bind;
     let mut servers = Vec::new();
     if config.healthz_port == config.prometheus_port {
         let listener = listen(

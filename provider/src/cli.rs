@@ -69,6 +69,7 @@ fn duration_arg(value: &str) -> Result<Duration, String> {
 #[command(
     name = "akv-csi-provider",
     about = "Azure Key Vault provider for the Kubernetes Secrets Store CSI Driver",
+    after_help = "Subcommands (as the first argument): agent (the standalone agent for hosts without Kubernetes), validate FILE... (offline SecretProviderClass checks). See `akv-csi-provider agent --help`.",
     disable_version_flag = true
 )]
 #[allow(clippy::struct_excessive_bools)]

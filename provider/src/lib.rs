@@ -3,8 +3,12 @@
 //! Data flows one way: a Mount request is parsed into a [`mount::MountPlan`] (with [`spc`]),
 //! an identity is turned into a credential ([`auth`]), objects are read from Key Vault
 //! ([`keyvault`]), converted into files ([`convert`]) and answered by [`grpc`].
+//!
+//! Two subcommands reuse that path: [`agent`] (the standalone agent with its own rotation loop)
+//! and [`validate`] (offline SecretProviderClass checks).
 
 pub mod admin;
+pub mod agent;
 pub mod auth;
 pub mod cli;
 pub mod cloud;
@@ -18,6 +22,7 @@ pub mod server;
 pub mod spc;
 pub mod telemetry;
 pub mod transport;
+pub mod validate;
 
 /// Generated gRPC types of the driver's `v1alpha1` provider API.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

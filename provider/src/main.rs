@@ -2,7 +2,7 @@
 
 use akv_csi_provider::{
     BUILD_DATE, GIT_COMMIT, VERSION,
-    admin::{self, AdminConfig},
+    admin::{self, AdminConfig, HealthCheck},
     auth::CredentialFactory,
     cli::Config,
     grpc::ProviderService,
@@ -20,6 +20,12 @@ use tokio_util::sync::CancellationToken;
 const DRIVER_DEFAULT_MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 fn main() -> ExitCode {
+    // Subcommands; without one, the Go provider's flat flags (the DaemonSet passes no subcommand).
+    match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
+        Some("agent") => return agent(),
+        Some("validate") => return validate(),
+        _ => {}
+    }
     let config = match Config::parse_args(std::env::args_os()) {
         Ok(config) => config,
         Err(e) => e.exit(),
@@ -156,11 +162,56 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 fn admin_config(config: &Config, socket: &std::path::Path) -> AdminConfig {
     AdminConfig {
+        bind: std::net::Ipv4Addr::UNSPECIFIED.into(),
         healthz_port: config.healthz_port,
         healthz_path: config.healthz_path.clone(),
-        healthz_timeout: config.healthz_timeout,
         prometheus_port: config.prometheus_port,
-        socket: socket.to_path_buf(),
+        health: HealthCheck::Socket {
+            path: socket.to_path_buf(),
+            timeout: config.healthz_timeout,
+        },
+    }
+}
+
+/// `akv-csi-provider agent ...`: the standalone agent (exit 1 on a start-up error, or with
+/// `--once` when the sync failed).
+fn agent() -> ExitCode {
+    let config = match akv_csi_provider::agent::AgentConfig::parse_args(std::env::args_os().skip(2))
+    {
+        Ok(config) => config,
+        Err(e) => e.exit(),
+    };
+    telemetry::init(config.verbosity, config.log_format_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(akv_csi_provider::agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(kind = e.kind(), error = %e, "agent stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `akv-csi-provider validate FILE...`: problems on stdout, notes on stderr.
+fn validate() -> ExitCode {
+    let code = akv_csi_provider::validate::run(
+        std::env::args_os().skip(2),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -85,6 +85,20 @@ pub struct CacheLabels {
     pub result: String,
 }
 
+/// Labels carrying a short reason or result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `not_found`, `disabled` or `no_match`.
+    pub reason: String,
+}
+
+/// Labels of agent syncs and hooks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// Syncs: `changed`, `unchanged` or `failed`; hooks: `ok` or `failed`.
+    pub result: String,
+}
+
 /// Labels of build info.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -144,6 +158,11 @@ pub struct Metrics {
     mount_objects: Histogram,
     mount_bytes: Histogram,
     mounts_in_flight: Gauge,
+    optional_skipped: Family<ReasonLabels, Counter>,
+    agent_syncs: Family<ResultLabels, Counter>,
+    agent_hooks: Family<ResultLabels, Counter>,
+    agent_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    agent_consecutive_failures: Gauge,
     object_names: Interner,
     vault_names: Interner,
 }
@@ -159,9 +178,18 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Registers every metric; `max_object_names` bounds the `object_name` label.
-    #[allow(clippy::too_many_lines)] // one registration per series, in exposition order
+    /// Registers every metric of the provider; `max_object_names` bounds the `object_name` label.
     pub fn new(max_object_names: usize) -> Self {
+        Self::build(max_object_names, false)
+    }
+
+    /// Like [`Self::new`], plus the standalone agent's sync series.
+    pub fn new_agent(max_object_names: usize) -> Self {
+        Self::build(max_object_names, true)
+    }
+
+    #[allow(clippy::too_many_lines)] // one registration per series, in exposition order
+    fn build(max_object_names: usize, agent: bool) -> Self {
         let mut registry = Registry::default();
         let keyvault_request = Family::<KeyVaultRequestLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -188,6 +216,11 @@ impl Metrics {
             4_194_304.0,
         ]);
         let mounts_in_flight = Gauge::default();
+        let optional_skipped = Family::<ReasonLabels, Counter>::default();
+        let agent_syncs = Family::<ResultLabels, Counter>::default();
+        let agent_hooks = Family::<ResultLabels, Counter>::default();
+        let agent_last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let agent_consecutive_failures = Gauge::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -252,6 +285,33 @@ impl Metrics {
             mounts_in_flight.clone(),
         );
         registry.register(
+            "akv_optional_objects_skipped",
+            "Optional objects skipped instead of failing the Mount (reason: not_found, disabled, no_match)",
+            optional_skipped.clone(),
+        );
+        if agent {
+            registry.register(
+                "akv_agent_syncs",
+                "Agent sync cycles by result (changed: files rewritten, unchanged, failed: last good files kept)",
+                agent_syncs.clone(),
+            );
+            registry.register(
+                "akv_agent_hooks",
+                "Agent on-change command or signal runs by result (ok, failed)",
+                agent_hooks.clone(),
+            );
+            registry.register(
+                "akv_agent_last_success_timestamp_seconds",
+                "Unix time of the agent's last successful sync (0 before the first)",
+                agent_last_success.clone(),
+            );
+            registry.register(
+                "akv_agent_consecutive_failures",
+                "Failed agent syncs since the last successful one",
+                agent_consecutive_failures.clone(),
+            );
+        }
+        registry.register(
             "akv_build_info",
             "Version and commit of the provider (always 1)",
             build_info,
@@ -270,6 +330,11 @@ impl Metrics {
             mount_objects,
             mount_bytes,
             mounts_in_flight,
+            optional_skipped,
+            agent_syncs,
+            agent_hooks,
+            agent_last_success,
+            agent_consecutive_failures,
             object_names: Interner::new(max_object_names),
             vault_names: Interner::new(MAX_VAULT_NAMES),
         }
@@ -376,6 +441,39 @@ impl Metrics {
         }
     }
 
+    /// Records an optional object skipped for `reason` (`not_found`, `disabled`, `no_match`).
+    pub fn optional_skipped(&self, reason: &str) {
+        self.optional_skipped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records an agent sync: `changed`, `unchanged` or `failed` (at Unix time `now`).
+    pub fn agent_sync(&self, result: &str, now: f64) {
+        self.agent_syncs
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+        if result == "failed" {
+            self.agent_consecutive_failures.inc();
+        } else {
+            self.agent_consecutive_failures.set(0);
+            self.agent_last_success.set(now);
+        }
+    }
+
+    /// Records an agent on-change hook run (`ok` or `failed`).
+    pub fn agent_hook(&self, result: &str) {
+        self.agent_hooks
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
     /// Marks a Mount as started; the returned guard marks it finished when dropped.
     pub fn mount_started(&self) -> InFlight<'_> {
         self.mounts_in_flight.inc();
@@ -443,6 +541,32 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("akv_build_info{"), "{text}");
+        assert!(!text.contains("akv_agent_"), "{text}");
+        m.optional_skipped("not_found");
+        assert!(
+            m.encode()
+                .contains(r#"akv_optional_objects_skipped_total{reason="not_found"} 1"#)
+        );
+        let agent = Metrics::new_agent(2);
+        agent.agent_sync("failed", 0.0);
+        agent.agent_sync("failed", 0.0);
+        assert!(agent.encode().contains("akv_agent_consecutive_failures 2"));
+        agent.agent_sync("changed", 1_700_000_000.0);
+        agent.agent_hook("ok");
+        let text = agent.encode();
+        assert!(text.contains("akv_agent_consecutive_failures 0"), "{text}");
+        assert!(
+            text.contains(r#"akv_agent_syncs_total{result="failed"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("akv_agent_last_success_timestamp_seconds 1700000000.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"akv_agent_hooks_total{result="ok"} 1"#),
+            "{text}"
+        );
         {
             let _a = m.mount_started();
             assert!(m.encode().contains("akv_mounts_in_flight 1"));

@@ -27,7 +27,9 @@
 //! Vaults hold secrets, keys (`GET /keys/{name}/{version?}` answers a JSON Web
 //! Key bundle) and certificates (`GET /certificates/{name}/{version?}` answers
 //! `id`, `kid`, `sid`, `x5t`, `cer`, `attributes`, `policy`); version listings
-//! work for all three. [`FakeAzure::import_certificate`] creates the three
+//! work for all three, and so do listings of a whole collection (`GET /secrets`,
+//! paged, each item with its newest version's attributes and tags; the `list`
+//! permission; faults injected for `"*"` apply). [`FakeAzure::import_certificate`] creates the three
 //! objects of a Key Vault certificate under one version id.
 //!
 //! All state lives behind one mutex and may be changed while requests are
@@ -1486,24 +1488,33 @@ enum SecretOp<'a> {
     List {
         name: &'a str,
     },
+    /// `GET /secrets` (or `/keys`, `/certificates`): every object of the collection.
+    ListAll,
 }
 
 impl SecretOp<'_> {
     fn name(&self) -> &str {
         match self {
             Self::Get { name, .. } | Self::List { name } => name,
+            Self::ListAll => "",
         }
     }
 
     fn permission(&self) -> &'static str {
         match self {
             Self::Get { .. } => "get",
-            Self::List { .. } => "list",
+            Self::List { .. } | Self::ListAll => "list",
         }
     }
 }
 
 fn parse_object_path(path: &str) -> Option<(Collection, SecretOp<'_>)> {
+    if let Some(collection) = Collection::ALL.iter().find(|c| {
+        let p = path.trim_end_matches('/');
+        p.strip_prefix('/') == Some(c.as_str())
+    }) {
+        return Some((*collection, SecretOp::ListAll));
+    }
     let (collection, rest) = Collection::ALL.iter().find_map(|c| {
         path.strip_prefix('/')
             .and_then(|p| p.strip_prefix(c.as_str()))
@@ -1668,7 +1679,77 @@ fn object_op(
             };
             list_versions(st, &base, collection, object, query)
         }
+        SecretOp::ListAll => list_objects(st, &base, collection, vault, query),
     }
+}
+
+/// `GET /<collection>`: one item per object (its newest version's attributes and tags, an id
+/// without version), ordered by name, paged like version listings.
+fn list_objects(
+    st: &State,
+    base: &str,
+    collection: Collection,
+    vault: &Vault,
+    query: &HashMap<String, String>,
+) -> Reply {
+    let maxresults = match query.get("maxresults").map(|m| m.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) if (1..=DEFAULT_PAGE_SIZE).contains(&n) => Some(n),
+        Some(_) => {
+            return kv_error(
+                400,
+                "BadParameter",
+                "Invalid maxresults: it must be an integer between 1 and 25.",
+                None,
+            );
+        }
+    };
+    let skip = match query
+        .get("$skiptoken")
+        .map(|t| usize::from_str_radix(t, 16))
+    {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return kv_error(400, "BadParameter", "Invalid $skiptoken.", None),
+    };
+    let page_size = maxresults.map_or(st.page_size, |m| m.min(st.page_size));
+    let all: Vec<&Secret> = vault
+        .collection(collection)
+        .values()
+        .filter(|o| !o.versions.is_empty())
+        .collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(skip)
+        .take(page_size)
+        .filter_map(|object| {
+            let latest = object.versions.last()?;
+            let mut item = object_json(base, collection, object, latest, false);
+            let id_field = if collection == Collection::Keys {
+                "kid"
+            } else {
+                "id"
+            };
+            item[id_field] =
+                Value::String(format!("{base}/{}/{}", collection.as_str(), object.name));
+            Some(item)
+        })
+        .collect();
+    let next = skip + page_size;
+    let next_link = if next < all.len() {
+        let api_version = query.get("api-version").map_or("", String::as_str);
+        let mut link = format!(
+            "{base}/{}?api-version={api_version}&$skiptoken={next:x}",
+            collection.as_str()
+        );
+        if let Some(m) = maxresults {
+            let _ = write!(link, "&maxresults={m}");
+        }
+        Value::String(link)
+    } else {
+        Value::Null
+    };
+    Reply::json(200, &json!({"value": page, "nextLink": next_link}))
 }
 
 fn not_found(collection: Collection, id: &str) -> Reply {

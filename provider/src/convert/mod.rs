@@ -10,6 +10,7 @@
 //! Every output is byte-identical to what `openssl` writes for the same conversion.
 
 pub mod chain;
+pub mod json;
 pub mod jwk;
 pub mod pem;
 pub mod pkcs12;
@@ -99,6 +100,30 @@ pub enum ConvertError {
         /// Why.
         source: jwk::JwkError,
     },
+    /// `jsonKeys` were asked for but the secret's value is not JSON.
+    #[error(
+        "jsonKeys of {object}: the secret's value is not JSON (error at line {line} column {column}); store a JSON value or remove jsonKeys"
+    )]
+    JsonInvalid {
+        /// The object.
+        object: String,
+        /// Line of the first error.
+        line: usize,
+        /// Column of the first error.
+        column: usize,
+    },
+    /// A `jsonKeys` path is not in the secret's JSON value.
+    #[error(
+        "jsonKeys of {object}: key \"{key}\" is not in the secret's JSON value: {reason} (keys are case-sensitive)"
+    )]
+    JsonKeyMissing {
+        /// The object.
+        object: String,
+        /// The key path as written.
+        key: String,
+        /// Where the path stopped, e.g. `"db" has no key "port"`.
+        reason: String,
+    },
     /// The certificate (`cer`) is not valid DER X.509.
     #[error("the certificate of {object} is not a valid X.509 certificate: {reason}")]
     Certificate {
@@ -122,6 +147,8 @@ impl ConvertError {
             Self::PrivateKey { source, .. } => source.kind(),
             Self::Jwk { source, .. } => source.kind(),
             Self::Certificate { .. } => "certificate_malformed",
+            Self::JsonInvalid { .. } => "json_invalid",
+            Self::JsonKeyMissing { .. } => "json_key_missing",
         }
     }
 

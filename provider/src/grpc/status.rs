@@ -26,7 +26,9 @@ fn code(error: &MountError) -> Code {
             KeyVaultError::Forbidden { .. }
             | KeyVaultError::Unauthorized { .. }
             | KeyVaultError::Authentication { .. } => Code::PermissionDenied,
-            KeyVaultError::Disabled { .. } => Code::FailedPrecondition,
+            KeyVaultError::Disabled { .. } | KeyVaultError::TooManySecrets { .. } => {
+                Code::FailedPrecondition
+            }
             KeyVaultError::Throttled { .. }
             | KeyVaultError::Unavailable { .. }
             | KeyVaultError::AuthenticationUnavailable { .. } => Code::Unavailable,
@@ -38,6 +40,8 @@ fn code(error: &MountError) -> Code {
         MountError::Convert(_) => Code::InvalidArgument,
         MountError::Timeout(_) => Code::Unavailable,
         MountError::TooLarge { .. } => Code::ResourceExhausted,
+        MountError::TooManyMatches { .. } => Code::FailedPrecondition,
+        MountError::NoMatches { .. } => Code::NotFound,
     }
 }
 

@@ -6,7 +6,8 @@
 //! zeroized when evicted or dropped. Only successful reads are cached.
 
 use super::{
-    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, Vault, VersionInfo,
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, SecretSummary, Vault,
+    VersionInfo,
 };
 use crate::{auth::IdentityKey, metrics::Metrics};
 use async_trait::async_trait;
@@ -244,6 +245,10 @@ impl Vault for CachedVault {
     ) -> Result<Vec<VersionInfo>, KeyVaultError> {
         self.inner.list_versions(kind, name).await
     }
+
+    async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
+        self.inner.list_secrets().await
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +296,9 @@ mod tests {
             _: ObjectKind,
             _: &str,
         ) -> Result<Vec<VersionInfo>, KeyVaultError> {
+            Ok(vec![])
+        }
+        async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
             Ok(vec![])
         }
     }

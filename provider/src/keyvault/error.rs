@@ -87,6 +87,16 @@ pub enum KeyVaultError {
         /// What failed.
         detail: String,
     },
+    /// The vault holds more secrets than a bulk entry may scan.
+    #[error(
+        "Key Vault {vault} lists more than {limit} secrets, too many to select from with objectNamePrefix or objectTags: name the objects instead"
+    )]
+    TooManySecrets {
+        /// Vault name.
+        vault: String,
+        /// The scan limit.
+        limit: usize,
+    },
     /// Key Vault answered something we cannot use.
     #[error("Key Vault {vault} sent an unexpected response for {object}: {detail}")]
     BadResponse {
@@ -111,6 +121,7 @@ impl KeyVaultError {
             Self::AuthenticationUnavailable { .. } => "token_service_unavailable",
             Self::Throttled { .. } => "throttled",
             Self::Unavailable { .. } => "unavailable",
+            Self::TooManySecrets { .. } => "too_many_secrets",
             Self::BadResponse { .. } => "bad_response",
         }
     }

@@ -7,6 +7,7 @@ mod sdk;
 
 pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
 pub use error::{KeyVaultError, classify, describe};
+pub(crate) use retry::random_fraction;
 pub use retry::{RetryPolicy, RetryingVault, VaultLimits};
 pub use sdk::SdkConnector;
 
@@ -18,6 +19,9 @@ use time::OffsetDateTime;
 
 /// Most versions of one object scanned for `objectVersionHistory`.
 pub const MAX_VERSIONS_SCANNED: usize = 10_000;
+/// Most secrets of one vault scanned for `objectNamePrefix` / `objectTags`; a larger vault is an
+/// error rather than a silently incomplete mount.
+pub const MAX_SECRETS_SCANNED: usize = 25_000;
 
 /// The three collections of a vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +107,19 @@ pub struct VersionInfo {
     pub enabled: bool,
 }
 
+/// One secret of a vault listing (no value): what bulk entries select on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretSummary {
+    /// The secret's name.
+    pub name: String,
+    /// Whether its current version is enabled.
+    pub enabled: bool,
+    /// Its tags.
+    pub tags: std::collections::HashMap<String, String>,
+    /// Whether it backs a certificate.
+    pub managed: bool,
+}
+
 /// Read access to one vault, with one identity.
 #[async_trait]
 pub trait Vault: Send + Sync {
@@ -130,6 +147,10 @@ pub trait Vault: Send + Sync {
         kind: ObjectKind,
         name: &str,
     ) -> Result<Vec<VersionInfo>, KeyVaultError>;
+
+    /// Lists the vault's secrets (names, enabled, tags; no values), at most
+    /// [`MAX_SECRETS_SCANNED`]; more is [`KeyVaultError::TooManySecrets`].
+    async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError>;
 }
 
 /// Opens vaults for a credential.
@@ -156,9 +177,19 @@ pub fn version_of(id: &str) -> Option<String> {
     }
 }
 
+/// The name segment of a Key Vault object id (`https://v/secrets/<name>[/<version>]`).
+pub fn name_of(id: &str) -> Option<String> {
+    let url = url::Url::parse(id).ok()?;
+    let segments: Vec<&str> = url.path_segments()?.filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [_, name] | [_, name, _] => Some((*name).to_owned()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::version_of;
+    use super::{name_of, version_of};
 
     #[test]
     fn versions_from_ids() {
@@ -172,5 +203,14 @@ mod tests {
         );
         assert_eq!(version_of("https://kv.vault.azure.net/secrets/db"), None);
         assert_eq!(version_of("not a url"), None);
+        assert_eq!(
+            name_of("https://kv.vault.azure.net/secrets/db").as_deref(),
+            Some("db")
+        );
+        assert_eq!(
+            name_of("https://kv.vault.azure.net/secrets/db/abc").as_deref(),
+            Some("db")
+        );
+        assert_eq!(name_of("https://kv.vault.azure.net/"), None);
     }
 }

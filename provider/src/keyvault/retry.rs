@@ -6,7 +6,8 @@
 //! at once with `Unavailable` and the wait it asked for, and the driver retries later.
 
 use super::{
-    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, Vault, VersionInfo,
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, SecretSummary, Vault,
+    VersionInfo,
 };
 use crate::metrics::Metrics;
 use async_trait::async_trait;
@@ -53,7 +54,7 @@ impl RetryPolicy {
 }
 
 /// A number in [0, 1) from the standard library's randomly seeded hasher.
-fn random_fraction() -> f64 {
+pub(crate) fn random_fraction() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(u64::from(std::process::id()));
     #[allow(clippy::cast_precision_loss)]
@@ -196,6 +197,10 @@ impl Vault for RetryingVault {
     ) -> Result<Vec<VersionInfo>, KeyVaultError> {
         self.run(|| self.inner.list_versions(kind, name)).await
     }
+
+    async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
+        self.run(|| self.inner.list_secrets()).await
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +253,9 @@ mod tests {
             _: ObjectKind,
             _: &str,
         ) -> Result<Vec<VersionInfo>, KeyVaultError> {
+            Ok(vec![])
+        }
+        async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
             Ok(vec![])
         }
     }

@@ -2,8 +2,9 @@
 //! which share one transport and one retry policy.
 
 use super::{
-    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, MAX_VERSIONS_SCANNED, ObjectKind,
-    Vault, VaultConnector, VersionInfo, classify, version_of,
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, MAX_SECRETS_SCANNED,
+    MAX_VERSIONS_SCANNED, ObjectKind, SecretSummary, Vault, VaultConnector, VersionInfo, classify,
+    name_of, version_of,
 };
 use crate::{auth::IdentityKey, sensitive::SecretBytes, transport::HttpTransport};
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ use azure_security_keyvault_keys::{
 use azure_security_keyvault_secrets::{
     SecretClient, SecretClientOptions,
     models::{
-        SecretAttributes, SecretClientGetSecretOptions,
+        SecretAttributes, SecretClientGetSecretOptions, SecretClientListSecretPropertiesOptions,
         SecretClientListSecretPropertiesVersionsOptions,
     },
 };
@@ -379,5 +380,38 @@ impl Vault for SdkVault {
                 .await
             }
         }
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
+        let object = "the list of secrets";
+        let failed =
+            |e: azure_core::Error| classify(&e, &self.vault, object, ObjectKind::Secret, "list");
+        let mut pager = self
+            .secrets
+            .list_secret_properties(Some(SecretClientListSecretPropertiesOptions::default()))
+            .map_err(failed)?;
+        let mut secrets = Vec::new();
+        while let Some(item) = pager.try_next().await.map_err(failed)? {
+            let Some(name) = item.id.as_deref().and_then(name_of) else {
+                continue;
+            };
+            if secrets.len() >= MAX_SECRETS_SCANNED {
+                return Err(KeyVaultError::TooManySecrets {
+                    vault: self.vault.clone(),
+                    limit: MAX_SECRETS_SCANNED,
+                });
+            }
+            secrets.push(SecretSummary {
+                name,
+                enabled: item
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.enabled)
+                    .unwrap_or(true),
+                tags: item.tags.unwrap_or_default(),
+                managed: item.managed.unwrap_or(false),
+            });
+        }
+        Ok(secrets)
     }
 }

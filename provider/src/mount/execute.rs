@@ -6,11 +6,14 @@ use crate::{
     convert::{self, CertificateFiles, ConvertError, jwk::PublicJwk},
     keyvault::{
         CachedVault, FetchedSecret, KeyVaultError, ObjectKind, ReadCache, ReadCacheConfig,
-        RetryPolicy, RetryingVault, Vault, VaultConnector, VaultLimits, VersionInfo,
+        RetryPolicy, RetryingVault, SecretSummary, Vault, VaultConnector, VaultLimits, VersionInfo,
     },
     metrics::Metrics,
     sensitive::SecretBytes,
-    spc::{KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType, SpcError},
+    spc::{
+        KeyVaultObject, MAX_OBJECTS, MAX_SELECTED_SECRETS, ObjectEncoding, ObjectFormat,
+        ObjectType, SpcError, check_file_conflicts,
+    },
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use std::{cmp::Reverse, collections::HashMap, sync::Arc};
@@ -100,7 +103,8 @@ impl Mounter {
         }
     }
 
-    /// Fetches and converts every object of `plan`; any failure fails the whole Mount.
+    /// Fetches and converts every object of `plan`; any failure fails the whole Mount (an
+    /// `optional` object that is missing or disabled is skipped instead).
     /// Retries stop in time for `deadline`.
     pub async fn mount(
         &self,
@@ -110,46 +114,81 @@ impl Mounter {
         let credential = self.credentials.credential(&plan.identity, &plan.cloud)?;
         let key = plan.identity.key(&plan.cloud);
         let identity = plan.identity.to_string();
-        let vault_name = plan.spc.keyvault_name.as_str();
-        let client = self
-            .connector
-            .connect(&plan.vault_url, &key, credential)
-            .map_err(|source| MountError::Vault {
-                source,
-                identity: identity.clone(),
-            })?;
-        let retrying = Arc::new(RetryingVault::new(
-            client,
-            vault_name,
-            deadline,
-            &self.limits,
-            self.config.retry,
-            self.metrics.clone(),
-        ));
-        let vault: Arc<dyn Vault> = Arc::new(CachedVault::new(
-            retrying,
-            self.reads.clone(),
-            &plan.vault_url,
-            key,
-        ));
-        let fetches: Vec<_> = plan
-            .spc
-            .objects
+        let vault_error = |source| MountError::Vault {
+            source,
+            identity: identity.clone(),
+        };
+        // One client per vault the SPC reads: its own, and every per-object keyvaultName.
+        let mut vaults: HashMap<String, Arc<dyn Vault>> = HashMap::new();
+        for vault_name in plan.spc.vault_names() {
+            let vault_url = if vault_name == plan.spc.keyvault_name {
+                plan.vault_url.clone()
+            } else {
+                plan.cloud.vault_url(vault_name)
+            };
+            let client = self
+                .connector
+                .connect(&vault_url, &key, credential.clone())
+                .map_err(vault_error)?;
+            let retrying = Arc::new(RetryingVault::new(
+                client,
+                vault_name,
+                deadline,
+                &self.limits,
+                self.config.retry,
+                self.metrics.clone(),
+            ));
+            vaults.insert(
+                vault_name.to_ascii_lowercase(),
+                Arc::new(CachedVault::new(
+                    retrying,
+                    self.reads.clone(),
+                    &vault_url,
+                    key.clone(),
+                )),
+            );
+        }
+        let vault_of = |object: &KeyVaultObject| {
+            let name = object
+                .keyvault_name
+                .as_deref()
+                .unwrap_or(&plan.spc.keyvault_name);
+            vaults
+                .get(&name.to_ascii_lowercase())
+                .map(|v| (name.to_owned(), v.clone()))
+        };
+        let objects = self.expand(plan, &vault_of).await.map_err(|e| match e {
+            ExpandError::Vault(source) => vault_error(source),
+            ExpandError::Mount(e) => e,
+        })?;
+        if objects.len() > MAX_OBJECTS {
+            return Err(MountError::Spc(SpcError::ObjectsYaml(format!(
+                "selects {} objects after expanding objectNamePrefix/objectTags; at most {MAX_OBJECTS} are mounted",
+                objects.len()
+            ))));
+        }
+        check_file_conflicts(&objects)?;
+        let fetches: Vec<_> = objects
             .iter()
-            .map(|object| self.timed_fetch(vault.as_ref(), vault_name, object, plan.default_mode))
+            .map(|object| {
+                let vault = vault_of(object);
+                async move {
+                    let (vault_name, vault) =
+                        vault.ok_or_else(|| FetchError::Vault(no_client(object)))?;
+                    self.timed_fetch(vault.as_ref(), &vault_name, object, plan.default_mode)
+                        .await
+                }
+            })
             .collect();
         let parts: Vec<MountOutput> = stream::iter(fetches)
             .buffered(self.config.max_concurrent_fetches.max(1))
             .try_collect()
             .await
             .map_err(|e| match e {
-                FetchError::Vault(source) => MountError::Vault {
-                    source,
-                    identity: identity.clone(),
-                },
+                FetchError::Vault(source) => vault_error(source),
                 FetchError::Convert(e) => MountError::Convert(e),
             })?;
-        check_paths(&parts, &plan.spc.objects)?;
+        check_paths(&parts, &objects)?;
         let mut output = MountOutput::default();
         for part in parts {
             output.files.extend(part.files);
@@ -162,11 +201,72 @@ impl Mounter {
                 limit: self.config.max_reply_bytes,
             });
         }
-        self.metrics.mount_size(plan.spc.objects.len(), total);
+        self.metrics.mount_size(objects.len(), total);
         Ok(output)
     }
 
-    /// Fetches one object and records its latency and outcome in `keyvault_request`.
+    /// Replaces every bulk entry (`objectNamePrefix` / `objectTags`) by the enabled secrets it
+    /// selects, sorted by name; each vault is listed at most once per Mount.
+    async fn expand(
+        &self,
+        plan: &MountPlan,
+        vault_of: &VaultOf<'_>,
+    ) -> Result<Vec<KeyVaultObject>, ExpandError> {
+        let mut listings: HashMap<String, Vec<SecretSummary>> = HashMap::new();
+        let mut objects = Vec::with_capacity(plan.spc.objects.len());
+        for object in &plan.spc.objects {
+            let Some(selector) = &object.selector else {
+                objects.push(object.clone());
+                continue;
+            };
+            let (vault_name, vault) =
+                vault_of(object).ok_or_else(|| ExpandError::Vault(no_client(object)))?;
+            let listing_key = vault_name.to_ascii_lowercase();
+            if !listings.contains_key(&listing_key) {
+                let listed = vault.list_secrets().await.map_err(ExpandError::Vault)?;
+                listings.insert(listing_key.clone(), listed);
+            }
+            let mut names: Vec<&str> = listings
+                .get(&listing_key)
+                .into_iter()
+                .flatten()
+                .filter(|s| s.enabled && selector.matches(&s.name, &s.tags))
+                .map(|s| s.name.as_str())
+                .collect();
+            names.sort_by_key(|n| n.to_ascii_lowercase());
+            names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+            tracing::debug!(vault = %vault_name, selector = %selector, matched = names.len(), "listed secrets for a bulk entry");
+            if names.len() > MAX_SELECTED_SECRETS {
+                return Err(ExpandError::Mount(MountError::TooManyMatches {
+                    vault: vault_name,
+                    selector: selector.to_string(),
+                    found: names.len(),
+                    limit: MAX_SELECTED_SECRETS,
+                }));
+            }
+            if names.is_empty() {
+                if object.optional {
+                    self.skipped(&object.shown(), &vault_name, "no_match");
+                    continue;
+                }
+                return Err(ExpandError::Mount(MountError::NoMatches {
+                    vault: vault_name,
+                    selector: selector.to_string(),
+                }));
+            }
+            objects.extend(names.into_iter().map(|name| object.expand(name)));
+        }
+        Ok(objects)
+    }
+
+    /// Logs and counts an optional object that is skipped.
+    fn skipped(&self, object: &str, vault: &str, reason: &'static str) {
+        tracing::warn!(object = %object, vault = %vault, reason, "optional object skipped");
+        self.metrics.optional_skipped(reason);
+    }
+
+    /// Fetches one object and records its latency and outcome in `keyvault_request`; an optional
+    /// object that is missing or disabled yields no files.
     async fn timed_fetch(
         &self,
         vault: &dyn Vault,
@@ -186,8 +286,34 @@ impl Mounter {
             error,
             started.elapsed(),
         );
-        result
+        match result {
+            Err(FetchError::Vault(
+                e @ (KeyVaultError::NotFound { .. } | KeyVaultError::Disabled { .. }),
+            )) if object.optional => {
+                self.skipped(&object.shown(), vault_name, e.kind());
+                Ok(MountOutput::default())
+            }
+            other => other,
+        }
     }
+}
+
+/// Every vault of the plan has a client; this is the error if one were missing (a bug).
+fn no_client(object: &KeyVaultObject) -> KeyVaultError {
+    KeyVaultError::BadResponse {
+        vault: object.keyvault_name.clone().unwrap_or_default(),
+        object: object.version_id(),
+        detail: "no client was opened for this vault".into(),
+    }
+}
+
+/// Finds the vault (name and client) an object is read from.
+type VaultOf<'a> = dyn Fn(&KeyVaultObject) -> Option<(String, Arc<dyn Vault>)> + Sync + 'a;
+
+/// Why expanding bulk entries failed.
+enum ExpandError {
+    Vault(KeyVaultError),
+    Mount(MountError),
 }
 
 enum FetchError {
@@ -210,22 +336,22 @@ impl From<ConvertError> for FetchError {
 /// Two objects may not write the same file, nor a file where another writes a folder. The SPC
 /// check cannot see the `.crt`/`.key` files of certificate-backed secrets, so check the reply.
 fn check_paths(parts: &[MountOutput], objects: &[KeyVaultObject]) -> Result<(), MountError> {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
-    for (part, object) in parts.iter().zip(objects) {
+    let mut owners: HashMap<&str, (usize, String)> = HashMap::new();
+    for (index, (part, object)) in parts.iter().zip(objects).enumerate() {
         for file in &part.files {
-            if let Some(first) = owners.insert(&file.path, &object.name)
-                && first != object.name
+            if let Some((first, shown)) = owners.insert(&file.path, (index, object.shown()))
+                && first != index
             {
-                return Err(conflict(&file.path, first, &object.name));
+                return Err(conflict(&file.path, shown, object.shown()));
             }
         }
     }
-    for (path, owner) in &owners {
+    for (path, (_, owner)) in &owners {
         let mut prefix_end = 0;
         while let Some(slash) = path[prefix_end..].find('/') {
             let folder = &path[..prefix_end + slash];
-            if let Some(other) = owners.get(folder) {
-                return Err(conflict(folder, other, owner));
+            if let Some((_, other)) = owners.get(folder) {
+                return Err(conflict(folder, other.clone(), owner.clone()));
             }
             prefix_end += slash + 1;
         }
@@ -233,11 +359,11 @@ fn check_paths(parts: &[MountOutput], objects: &[KeyVaultObject]) -> Result<(), 
     Ok(())
 }
 
-fn conflict(path: &str, first: &str, second: &str) -> MountError {
+fn conflict(path: &str, first: String, second: String) -> MountError {
     MountError::Spc(SpcError::FileConflict {
         path: path.to_owned(),
-        first: format!("\"{first}\""),
-        second: format!("\"{second}\""),
+        first,
+        second,
     })
 }
 
@@ -252,6 +378,23 @@ async fn fetch_object(
     let label = object.version_id();
     tracing::trace!(object = %label, vault = vault_name, version = object.version.as_deref().unwrap_or("latest"), "fetching object");
     let mut output = MountOutput::default();
+    if !object.json_keys.is_empty() {
+        let secret = vault
+            .get_secret(&object.name, object.version.as_deref())
+            .await?;
+        let contents = convert::json::extract(&secret.value, &object.json_keys, &label)?;
+        for (key, contents) in object.json_keys.iter().zip(contents) {
+            output.files.push(OutputFile {
+                path: key.alias.clone(),
+                mode,
+                contents,
+            });
+            output
+                .versions
+                .push((format!("{label}#{}", key.alias), secret.version.clone()));
+        }
+        return Ok(output);
+    }
     let mut push = |path: &str, id: &str, version: String, files: Vec<(&str, SecretBytes)>| {
         for (suffix, contents) in files {
             output.files.push(OutputFile {

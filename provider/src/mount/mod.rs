@@ -55,6 +55,32 @@ pub enum MountError {
         "the Mount did not finish within {0:?}; Key Vault or the token service is slow; the driver will retry"
     )]
     Timeout(Duration),
+    /// A bulk entry (`objectNamePrefix` / `objectTags`) selects more secrets than one entry may
+    /// mount.
+    #[error(
+        "{found} enabled secrets in Key Vault {vault} match {selector}; one entry mounts at most {limit}: narrow objectNamePrefix or objectTags, or split the entry"
+    )]
+    TooManyMatches {
+        /// Vault name.
+        vault: String,
+        /// The entry's selector, as written.
+        selector: String,
+        /// How many matched.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A bulk entry that is not optional selects no enabled secret (typo in the prefix or tags,
+    /// or the secrets are disabled).
+    #[error(
+        "no enabled secret in Key Vault {vault} matches {selector}: check objectNamePrefix and objectTags (tag names are case-insensitive, values case-sensitive), or set optional: true"
+    )]
+    NoMatches {
+        /// Vault name.
+        vault: String,
+        /// The entry's selector, as written.
+        selector: String,
+    },
     /// The reply would exceed what the driver accepts.
     #[error(
         "the files of this volume total {total} bytes, more than the {limit} bytes the driver accepts by default; raise the driver's --max-call-recv-msg-size or mount fewer objects"
@@ -79,6 +105,8 @@ impl MountError {
             Self::Vault { source, .. } => source.kind(),
             Self::Convert(e) => e.kind(),
             Self::Timeout(_) => "timeout",
+            Self::TooManyMatches { .. } => "too_many_matches",
+            Self::NoMatches { .. } => "no_matches",
             Self::TooLarge { .. } => "too_large",
         }
     }

@@ -4,9 +4,13 @@
 //! parameter or object and says what is allowed; they map to gRPC `InvalidArgument`.
 
 pub mod file_name;
+pub mod manifest;
 mod objects;
 
-pub use objects::{KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType, parse_objects};
+pub use objects::{
+    JsonKey, KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType, Selector,
+    check_file_conflicts, parse_objects,
+};
 
 use crate::cloud::CloudName;
 use std::collections::HashMap;
@@ -17,6 +21,12 @@ pub const MAX_OBJECTS_YAML_BYTES: usize = 1024 * 1024;
 pub const MAX_OBJECTS: usize = 1000;
 /// Largest `objectVersionHistory` accepted.
 pub const MAX_VERSION_HISTORY: u32 = 100;
+/// Most `jsonKeys` entries of one object.
+pub const MAX_JSON_KEYS: usize = 100;
+/// Most `objectTags` of one bulk entry (Key Vault stores at most 15 tags per secret).
+pub const MAX_SELECTOR_TAGS: usize = 15;
+/// Most secrets one bulk entry (`objectNamePrefix` / `objectTags`) may mount; more is an error.
+pub const MAX_SELECTED_SECRETS: usize = 100;
 
 /// Errors in SecretProviderClass parameters or objects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +76,28 @@ pub enum SpcError {
 }
 
 impl SpcError {
+    /// Where the problem is, relative to `spec.parameters`: `keyvaultName`, `objects`,
+    /// `objects.array[2]`.
+    pub fn location(&self) -> String {
+        match self {
+            Self::Missing { name, .. } | Self::Invalid { name, .. } => (*name).to_owned(),
+            Self::ObjectsYaml(_) | Self::FileConflict { .. } => "objects".to_owned(),
+            Self::Object { index, .. } => format!("objects.array[{index}]"),
+        }
+    }
+
+    /// The message without its location prefix, for tools that print the location themselves.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Missing { hint, .. } => format!("is required: {hint}"),
+            Self::Invalid { problem, .. } | Self::ObjectsYaml(problem) => problem.clone(),
+            Self::Object {
+                object, problem, ..
+            } => format!("object {object}: {problem}"),
+            Self::FileConflict { .. } => self.to_string(),
+        }
+    }
+
     /// Stable short name for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -144,32 +176,52 @@ pub fn check_vault_name(name: &str) -> Result<(), SpcError> {
 }
 
 impl SecretProviderClass {
-    /// Validates the SPC parameters found in a Mount's attributes.
+    /// Validates the SPC parameters found in a Mount's attributes; the first problem is the error.
     pub fn from_attributes(attrs: &HashMap<String, String>) -> Result<Self, SpcError> {
+        let mut problems = Vec::new();
+        let spc = Self::check(attrs, &mut problems);
+        match (problems.into_iter().next(), spc) {
+            (None, Some(spc)) => Ok(spc),
+            (Some(problem), _) => Err(problem),
+            (None, None) => Err(SpcError::ObjectsYaml("could not be read".into())),
+        }
+    }
+
+    /// Every problem of the SPC parameters, in the order [`Self::from_attributes`] checks them
+    /// (each parameter, each object, then file conflicts); empty when the SPC is valid.
+    pub fn problems(attrs: &HashMap<String, String>) -> Vec<SpcError> {
+        let mut problems = Vec::new();
+        let _ = Self::check(attrs, &mut problems);
+        problems
+    }
+
+    /// Checks every parameter, recording problems; `Some` only when there are none.
+    #[allow(clippy::too_many_lines)] // one step per parameter, in the order of the docs
+    fn check(attrs: &HashMap<String, String>, problems: &mut Vec<SpcError>) -> Option<Self> {
         let keyvault_name = param(attrs, "keyvaultName");
         if keyvault_name.is_empty() {
-            return Err(SpcError::Missing {
+            problems.push(SpcError::Missing {
                 name: "keyvaultName",
                 hint: "set it to the name of the Key Vault (not its URL)",
             });
+        } else if let Err(e) = check_vault_name(keyvault_name) {
+            problems.push(e);
         }
-        check_vault_name(keyvault_name)?;
 
         let tenant_id = match param(attrs, "tenantID") {
             "" => param(attrs, "tenantId"),
             t => t,
         };
         if tenant_id.is_empty() {
-            return Err(SpcError::Missing {
+            problems.push(SpcError::Missing {
                 name: "tenantID",
                 hint: "set it to the Entra ID tenant (directory) id of the vault",
             });
-        }
-        if !tenant_id
+        } else if !tenant_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         {
-            return Err(SpcError::Invalid {
+            problems.push(SpcError::Invalid {
                 name: "tenantID",
                 problem: format!(
                     "is \"{}\": a tenant is a GUID or a domain name (letters, digits, '-', '.')",
@@ -180,23 +232,35 @@ impl SecretProviderClass {
 
         let cloud_name = match param(attrs, "cloudName") {
             "" => None,
-            name => Some(CloudName::parse(name).map_err(|_| SpcError::Invalid {
-                name: "cloudName",
-                problem: format!(
-                    "is \"{}\", not one of AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud (case-insensitive)",
-                    name.escape_debug()
-                ),
-            })?),
+            name => {
+                let parsed = CloudName::parse(name).ok();
+                if parsed.is_none() {
+                    problems.push(SpcError::Invalid {
+                        name: "cloudName",
+                        problem: format!(
+                            "is \"{}\", not one of AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud (case-insensitive)",
+                            name.escape_debug()
+                        ),
+                    });
+                }
+                parsed
+            }
         };
         let cloud_env_file = Some(param(attrs, "cloudEnvFileName"))
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
 
+        let mut flag = |key: &'static str| {
+            bool_param(attrs, key).unwrap_or_else(|e| {
+                problems.push(e);
+                false
+            })
+        };
         let identity = IdentityParameters {
             client_id: param(attrs, "clientID").to_owned(),
-            use_pod_identity: bool_param(attrs, "usePodIdentity")?,
-            use_vm_managed_identity: bool_param(attrs, "useVMManagedIdentity")?,
-            use_azure_token_proxy: bool_param(attrs, "useAzureTokenProxy")?,
+            use_pod_identity: flag("usePodIdentity"),
+            use_vm_managed_identity: flag("useVMManagedIdentity"),
+            use_azure_token_proxy: flag("useAzureTokenProxy"),
             user_assigned_identity_id: param(attrs, "userAssignedIdentityID").to_owned(),
         };
         let modes: Vec<&str> = [
@@ -209,7 +273,7 @@ impl SecretProviderClass {
         .map(|(name, _)| *name)
         .collect();
         if modes.len() > 1 {
-            return Err(SpcError::Invalid {
+            problems.push(SpcError::Invalid {
                 name: "usePodIdentity/useVMManagedIdentity/useAzureTokenProxy",
                 problem: format!(
                     "enable at most one identity mode, but {} are all true",
@@ -219,9 +283,22 @@ impl SecretProviderClass {
         }
 
         let objects_yaml = attrs.get("objects").map_or("", String::as_str);
-        let objects = parse_objects(objects_yaml)?;
+        let mut objects = objects::parse_objects_collecting(objects_yaml, problems);
+        if !problems.is_empty() {
+            return None;
+        }
+        // An object naming the SPC's own vault is an object of that vault (same version id).
+        for object in &mut objects {
+            if object
+                .keyvault_name
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(keyvault_name))
+            {
+                object.keyvault_name = None;
+            }
+        }
 
-        Ok(Self {
+        Some(Self {
             keyvault_name: keyvault_name.to_owned(),
             tenant_id: tenant_id.to_owned(),
             cloud_name,
@@ -229,6 +306,19 @@ impl SecretProviderClass {
             identity,
             objects,
         })
+    }
+
+    /// The distinct vaults this SPC reads: its own, then per-object `keyvaultName`s in order.
+    pub fn vault_names(&self) -> Vec<&str> {
+        let mut names = vec![self.keyvault_name.as_str()];
+        for object in &self.objects {
+            if let Some(vault) = object.keyvault_name.as_deref()
+                && !names.iter().any(|n| n.eq_ignore_ascii_case(vault))
+            {
+                names.push(vault);
+            }
+        }
+        names
     }
 }
 
