@@ -1,6 +1,12 @@
 package kvemu
 
-import "net/http"
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+)
 
 func (s *Server) secretJSON(c *ctx, v *version, withValue bool) map[string]any {
 	out := map[string]any{
@@ -111,4 +117,54 @@ func (s *Server) secrets(c *ctx, rest []string) {
 	default:
 		c.fail(405, "MethodNotAllowed", m+" is not supported on "+c.r.URL.Path, "")
 	}
+}
+
+// listSecrets answers GET /secrets: one item per secret (its latest version's attributes, tags,
+// contentType and managed flag, an id without version, never the value), ordered by name, paged
+// like version lists ($skiptoken, maxresults up to 25, nextLink).
+func (s *Server) listSecrets(c *ctx) {
+	page := s.opts.PageSize
+	q := c.r.URL.Query()
+	if m := q.Get("maxresults"); m != "" {
+		n, err := strconv.Atoi(m)
+		if err != nil || n < 1 || n > 25 {
+			c.fail(400, "BadParameter", "Invalid maxresults: it must be an integer between 1 and 25.", "")
+			return
+		}
+		page = min(page, n)
+	}
+	skip := 0
+	if t := q.Get("$skiptoken"); t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 {
+			c.fail(400, "BadParameter", "Invalid $skiptoken.", "")
+			return
+		}
+		skip = n
+	}
+	var names []string
+	for name, o := range c.vault.secrets {
+		if len(o.versions) > 0 {
+			names = append(names, name)
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
+	value := []map[string]any{}
+	for i := skip; i < len(names) && i < skip+page; i++ {
+		name := names[i]
+		sc := *c
+		sc.name = name
+		item := s.secretJSON(&sc, c.vault.secrets[name].latest(), false)
+		item["id"] = c.base + "/secrets/" + name
+		value = append(value, item)
+	}
+	var next any
+	if skip+page < len(names) {
+		link := fmt.Sprintf("%s/secrets?api-version=%s&$skiptoken=%d", c.base, q.Get("api-version"), skip+page)
+		if m := q.Get("maxresults"); m != "" {
+			link += "&maxresults=" + m
+		}
+		next = link
+	}
+	c.json(200, map[string]any{"value": value, "nextLink": next})
 }

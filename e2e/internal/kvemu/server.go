@@ -221,6 +221,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.clientID = clientID
 
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(parts) == 1 && parts[0] == "secrets" && r.Method == http.MethodGet {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.listSecrets(c)
+		return
+	}
 	if len(parts) < 2 || !nameRe.MatchString(parts[1]) {
 		c.fail(400, "BadParameter", "The request URI is not valid for Key Vault: "+r.URL.Path, "")
 		return

@@ -94,3 +94,52 @@ func TestVersionsArePagedAndDisabledIsForbidden(t *testing.T) {
 		t.Errorf("disabled latest: %d %v", resp.StatusCode, body)
 	}
 }
+
+func TestSecretListIsPagedWithTagsAndNoValues(t *testing.T) {
+	_, do := newTestServer(t) // PageSize 2
+	do("PUT", "/secrets/b-two?api-version=2025-07-01", "good", `{"value":"old"}`)
+	do("PUT", "/secrets/b-two?api-version=2025-07-01", "good", `{"value":"x","tags":{"team":"pay"},"contentType":"text/plain"}`)
+	do("PUT", "/secrets/a-one?api-version=2025-07-01", "good", `{"value":"x","attributes":{"enabled":false}}`)
+	do("PUT", "/secrets/C-three?api-version=2025-07-01", "good", `{"value":"x"}`)
+	if resp, _ := do("GET", "/secrets?api-version=2025-07-01", "", ""); resp.StatusCode != 401 {
+		t.Errorf("unauthenticated list: %d", resp.StatusCode)
+	}
+	if resp, _ := do("GET", "/secrets?api-version=2025-07-01&maxresults=26", "good", ""); resp.StatusCode != 400 {
+		t.Errorf("maxresults 26: %d", resp.StatusCode)
+	}
+	var ids []string
+	items := map[string]map[string]any{}
+	path := "/secrets?api-version=2025-07-01"
+	pages := 0
+	for ; path != ""; pages++ {
+		if pages > 5 {
+			t.Fatal("too many pages")
+		}
+		resp, body := do("GET", path, "good", "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("list: %d %v", resp.StatusCode, body)
+		}
+		for _, v := range body["value"].([]any) {
+			item := v.(map[string]any)
+			if _, hasValue := item["value"]; hasValue {
+				t.Error("a secret list item carries the value")
+			}
+			id := item["id"].(string)
+			ids = append(ids, id[strings.LastIndex(id, "/")+1:])
+			items[id[strings.LastIndex(id, "/")+1:]] = item
+		}
+		path = ""
+		if next, ok := body["nextLink"].(string); ok {
+			path = next[strings.Index(next, "/secrets"):]
+		}
+	}
+	if pages != 2 || strings.Join(ids, ",") != "a-one,b-two,C-three" {
+		t.Errorf("%d pages, ids %v (want 2 pages, ids without version, by name)", pages, ids)
+	}
+	if tags := items["b-two"]["tags"].(map[string]any); tags["team"] != "pay" || items["b-two"]["contentType"] != "text/plain" {
+		t.Errorf("b-two: latest version's tags and contentType expected: %v", items["b-two"])
+	}
+	if items["a-one"]["attributes"].(map[string]any)["enabled"] != false {
+		t.Errorf("a-one: disabled expected: %v", items["a-one"])
+	}
+}
