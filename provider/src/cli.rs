@@ -175,6 +175,12 @@ pub struct Config {
     /// Time allowed for one Mount when the driver sets no deadline (Go duration).
     #[arg(long, default_value = "60s", value_parser = duration_arg)]
     pub mount_timeout: Duration,
+
+    /// Largest Mount reply in bytes: the driver's own --max-call-recv-msg-size (default 4 MiB).
+    /// Larger replies are refused with a message instead of failing inside the driver; raise
+    /// both together.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_call_recv_msg_size: u32,
 }
 
 /// Rewrites Go-style single-dash long flags (`-endpoint=x`) to `--endpoint=x`.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cloud;
 pub mod convert;
 pub mod grpc;
+pub mod hardening;
 pub mod keyvault;
 pub mod metrics;
 pub mod mount;

@@ -16,10 +16,9 @@ use anyhow::Context;
 use std::{io::Write, process::ExitCode, sync::Arc};
 use tokio_util::sync::CancellationToken;
 
-/// The driver's default `--max-call-recv-msg-size`.
-const DRIVER_DEFAULT_MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
-
 fn main() -> ExitCode {
+    // Before anything holds a secret: a core dump would contain them all.
+    let hardening = akv_csi_provider::hardening::disable_core_dumps();
     let config = match Config::parse_args(std::env::args_os()) {
         Ok(config) => config,
         Err(e) => e.exit(),
@@ -38,6 +37,9 @@ fn main() -> ExitCode {
         };
     }
     telemetry::init(config.verbosity, config.log_format_json);
+    if !hardening.problems.is_empty() {
+        tracing::warn!(problems = ?hardening.problems, "core dumps could not be fully disabled");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,7 +94,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(SdkConnector::new(transport)),
         MounterConfig {
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
-            max_reply_bytes: DRIVER_DEFAULT_MAX_REPLY_BYTES,
+            max_reply_bytes: usize::try_from(config.max_call_recv_msg_size).unwrap_or(usize::MAX),
         },
         metrics.clone(),
     );

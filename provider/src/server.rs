@@ -11,6 +11,10 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+/// Largest Mount request accepted, in bytes (tonic's default, stated): larger requests are refused
+/// with `OutOfRange` before they are decoded. The driver's requests are far smaller.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -125,7 +129,9 @@ pub async fn serve(
     };
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(CsiDriverProviderServer::new(service))
+        .add_service(
+            CsiDriverProviderServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),
             stop.clone().cancelled_owned(),

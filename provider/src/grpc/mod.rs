@@ -1,5 +1,6 @@
 //! The `v1alpha1.CSIDriverProvider` service and the mapping of errors to gRPC status codes.
 
+pub mod codec;
 mod status;
 
 pub use status::to_status;
@@ -79,7 +80,8 @@ fn response(output: MountOutput) -> MountResponse {
                 path: f.path,
                 // Modes are validated to at most 0o777.
                 mode: i32::try_from(f.mode).unwrap_or(0o644),
-                contents: f.contents.expose().to_vec(),
+                // Moved, not copied: the codec zeroizes the reply once it is encoded.
+                contents: f.contents.into_vec(),
             })
             .collect(),
     }
@@ -106,8 +108,10 @@ impl CsiDriverProvider for ProviderService {
     ) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
         let _in_flight = self.metrics.mount_started();
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let result = self.run(&request).await;
+        // The request carries service-account tokens and the node-publish secret.
+        codec::Scrub::scrub(&mut request);
         let (code, kind) = match &result {
             Ok(_) => (tonic::Code::Ok, None),
             Err((_, e)) => (to_status(e).code(), Some(e.kind())),

@@ -44,7 +44,20 @@ fn code(error: &MountError) -> Code {
     }
 }
 
-/// The gRPC status for a failed Mount: a fitting code and the error's message.
+/// Longest status message sent, in bytes: it travels in an HTTP/2 header and ends up in logs.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// The gRPC status for a failed Mount: a fitting code and the error's message (at most
+/// [`MAX_MESSAGE_BYTES`]).
 pub fn to_status(error: &MountError) -> Status {
-    Status::new(code(error), error.to_string())
+    let mut message = error.to_string();
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    Status::new(code(error), message)
 }

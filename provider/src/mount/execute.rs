@@ -47,7 +47,7 @@ impl MountOutput {
 pub struct MounterConfig {
     /// Objects fetched at once.
     pub max_concurrent_fetches: usize,
-    /// Largest reply, in bytes of file contents.
+    /// Largest reply, in encoded bytes (the driver's `--max-call-recv-msg-size`).
     pub max_reply_bytes: usize,
 }
 
@@ -109,14 +109,15 @@ impl Mounter {
             output.files.extend(part.files);
             output.versions.extend(part.versions);
         }
-        let total = output.total_bytes();
-        if total > self.config.max_reply_bytes {
+        let size = super::reply_len(&output);
+        if size > self.config.max_reply_bytes {
             return Err(MountError::TooLarge {
-                total,
+                total: size,
                 limit: self.config.max_reply_bytes,
             });
         }
-        self.metrics.mount_size(plan.spc.objects.len(), total);
+        self.metrics
+            .mount_size(plan.spc.objects.len(), output.total_bytes());
         Ok(output)
     }
 

@@ -52,7 +52,7 @@ fn string_map(json: &str, field: &'static str) -> Result<HashMap<String, String>
         return Err(MountError::Request {
             field,
             problem: format!(
-                "is {} bytes; at most {MAX_JSON_BYTES} are accepted",
+                "is {} bytes; at most {MAX_JSON_BYTES} are accepted (the driver builds it from the SecretProviderClass and the pod, which Kubernetes keeps far smaller)",
                 json.len()
             ),
         });
