@@ -17,6 +17,27 @@ pub const MAX_OBJECTS_YAML_BYTES: usize = 1024 * 1024;
 pub const MAX_OBJECTS: usize = 1000;
 /// Largest `objectVersionHistory` accepted.
 pub const MAX_VERSION_HISTORY: u32 = 100;
+/// Most characters of a user-supplied value repeated in an error message.
+pub const MAX_QUOTED_CHARS: usize = 100;
+/// Longest `clientID` / `userAssignedIdentityID` accepted (they are GUIDs in practice).
+pub const MAX_CLIENT_ID_BYTES: usize = 256;
+
+/// A user-supplied value for an error message: escaped (no raw newlines or terminal escapes can
+/// reach a log line) and cut to [`MAX_QUOTED_CHARS`] characters, so a hostile 1 MiB name cannot
+/// make a 1 MiB gRPC status.
+pub fn quote(value: &str) -> String {
+    let out: String = value
+        .chars()
+        .take(MAX_QUOTED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    let count = value.chars().count();
+    if count > MAX_QUOTED_CHARS {
+        format!("{out}…({count} characters)")
+    } else {
+        out
+    }
+}
 
 /// Errors in SecretProviderClass parameters or objects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,7 +143,10 @@ fn bool_param(attrs: &HashMap<String, String>, key: &'static str) -> Result<bool
     }
     crate::cli::parse_go_bool(value).map_err(|_| SpcError::Invalid {
         name: key,
-        problem: format!("is \"{value}\", which is not a boolean (use true or false)"),
+        problem: format!(
+            "is \"{}\", which is not a boolean (use true or false)",
+            quote(value)
+        ),
     })
 }
 
@@ -137,7 +161,7 @@ pub fn check_vault_name(name: &str) -> Result<(), SpcError> {
             name: "keyvaultName",
             problem: format!(
                 "is \"{}\": a vault name has 3 to 24 characters of letters, digits and '-'",
-                name.escape_debug()
+                quote(name)
             ),
         })
     }
@@ -165,15 +189,16 @@ impl SecretProviderClass {
                 hint: "set it to the Entra ID tenant (directory) id of the vault",
             });
         }
-        if !tenant_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        if tenant_id.len() > 253
+            || !tenant_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         {
             return Err(SpcError::Invalid {
                 name: "tenantID",
                 problem: format!(
                     "is \"{}\": a tenant is a GUID or a domain name (letters, digits, '-', '.')",
-                    tenant_id.escape_debug()
+                    quote(tenant_id)
                 ),
             });
         }
@@ -184,7 +209,7 @@ impl SecretProviderClass {
                 name: "cloudName",
                 problem: format!(
                     "is \"{}\", not one of AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud (case-insensitive)",
-                    name.escape_debug()
+                    quote(name)
                 ),
             })?),
         };
@@ -192,6 +217,22 @@ impl SecretProviderClass {
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
 
+        for key in ["clientID", "userAssignedIdentityID"] {
+            let value = param(attrs, key);
+            if value.len() > MAX_CLIENT_ID_BYTES || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(SpcError::Invalid {
+                    name: if key == "clientID" {
+                        "clientID"
+                    } else {
+                        "userAssignedIdentityID"
+                    },
+                    problem: format!(
+                        "is \"{}\": a client id is a GUID such as 00000000-0000-0000-0000-000000000000",
+                        quote(value)
+                    ),
+                });
+            }
+        }
         let identity = IdentityParameters {
             client_id: param(attrs, "clientID").to_owned(),
             use_pod_identity: bool_param(attrs, "usePodIdentity")?,
@@ -292,6 +333,33 @@ mod tests {
         ];
         let spc = SecretProviderClass::from_attributes(&attrs(&legacy)).ok();
         assert_eq!(spc.map(|s| s.tenant_id), Some("lower".to_owned()));
+    }
+
+    #[test]
+    fn user_values_in_messages_are_escaped_and_bounded() {
+        let long = "x".repeat(5000);
+        let mut p = base();
+        p.retain(|(k, _)| *k != "tenantID");
+        p.push(("tenantID", &long));
+        let e = err(&p);
+        assert!(e.len() < 400, "{e}");
+        assert!(e.contains("…(5000 characters)"), "{e}");
+        let mut p = base();
+        p.push(("usePodIdentity", "yes\nlevel=error msg=forged"));
+        let e = err(&p);
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("yes\\nlevel"), "{e}");
+        for bad in ["a b", "id\u{202E}", &long] {
+            let mut p = base();
+            p.push(("clientID", bad));
+            assert!(err(&p).starts_with("parameter clientID is \""), "{bad}");
+            let mut p = base();
+            p.push(("userAssignedIdentityID", bad));
+            assert!(
+                err(&p).starts_with("parameter userAssignedIdentityID is \""),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `objects` parameter: YAML `array:` of YAML documents, one per Key Vault object.
 
-use super::{MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, MAX_VERSION_HISTORY, SpcError, file_name};
+use super::{MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, MAX_VERSION_HISTORY, SpcError, file_name, quote};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -90,10 +90,18 @@ struct ObjectsDoc {
 }
 
 fn short(e: &serde_saphyr::Error) -> String {
-    // YAML errors can quote input; keep the first line, cut to a sane length.
+    // YAML errors can quote input; keep the first line, cut to a sane length, escaped.
     let text = e.to_string();
     let line = text.lines().next().unwrap_or_default();
-    line.chars().take(200).collect()
+    let mut out = String::new();
+    for c in line.chars().take(200) {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Parses and validates the `objects` parameter.
@@ -154,7 +162,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
     let shown = if name.is_empty() {
         "<unnamed>".to_owned()
     } else {
-        format!("\"{}\"", name.escape_debug())
+        format!("\"{}\"", quote(&name))
     };
     let fail = |problem: String| SpcError::Object {
         index,
@@ -178,7 +186,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         other => {
             return Err(fail(format!(
                 "objectType \"{}\" is not one of secret, key, cert (names are case-sensitive)",
-                other.escape_debug()
+                quote(other)
             )));
         }
     };
@@ -196,7 +204,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         other => {
             return Err(fail(format!(
                 "objectFormat \"{}\" is not one of pem, pfx",
-                other.escape_debug()
+                quote(other)
             )));
         }
     };
@@ -215,7 +223,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         other => {
             return Err(fail(format!(
                 "objectEncoding \"{}\" is not one of utf-8, hex, base64",
-                other.escape_debug()
+                quote(other)
             )));
         }
     };
@@ -226,7 +234,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
     {
         return Err(fail(format!(
             "objectVersion \"{}\" is not a Key Vault version id (letters and digits, e.g. 32 hex characters)",
-            v.escape_debug()
+            quote(v)
         )));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || name.len() > 127 {
@@ -246,7 +254,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         };
         return Err(fail(format!(
             "{which} \"{}\" is not a usable file name: it {problem}",
-            file.escape_debug()
+            quote(file)
         )));
     }
 
@@ -261,7 +269,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         Some(parsed.ok_or_else(|| {
             fail(format!(
                 "filePermission \"{}\" is not an octal file mode such as 0644 or 0600 (at most 0777)",
-                permission_text.escape_debug()
+                quote(&permission_text)
             ))
         })?)
     };
@@ -277,7 +285,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
             .ok_or_else(|| {
                 fail(format!(
                     "objectVersionHistory \"{}\" is not a whole number from 0 to {MAX_VERSION_HISTORY}",
-                    history_text.escape_debug()
+                    quote(&history_text)
                 ))
             })?
             .max(1)
@@ -320,9 +328,9 @@ fn check_file_conflicts(objects: &[KeyVaultObject]) -> Result<(), SpcError> {
     for object in objects {
         for path in planned_paths(object) {
             let conflict = |other: &str| SpcError::FileConflict {
-                path: path.clone(),
-                first: format!("\"{other}\""),
-                second: format!("\"{}\"", object.name),
+                path: quote(&path),
+                first: format!("\"{}\"", quote(other)),
+                second: format!("\"{}\"", quote(&object.name)),
             };
             if let Some(other) = files.get(&path).or_else(|| folders.get(&path)) {
                 return Err(conflict(other));
