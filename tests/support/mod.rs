@@ -6,4 +6,5 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod fake_azure;
+pub mod leaks;
 pub mod provider;

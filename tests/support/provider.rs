@@ -171,6 +171,13 @@ impl Drop for Provider {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Every test's provider output goes through the leak scanner.
+        if !std::thread::panicking() {
+            super::leaks::assert_clean(
+                &format!("the provider log {}", self.log_file.display()),
+                &self.logs(),
+            );
+        }
     }
 }
 
