@@ -292,8 +292,8 @@ impl Drop for FakeAzure {
 impl FakeAzure {
     /// Creates the test CA and certificate and starts both servers.
     pub async fn start() -> Self {
-        let (ca_pem, tls) = make_tls();
-        let (_, untrusted_tls) = make_tls();
+        let (ca_pem, tls) = make_tls("akv-csi-provider fake Azure test CA");
+        let (_, untrusted_tls) = make_tls("an untrusted CA");
         let dir = tempfile::Builder::new()
             .prefix("fake-azure-")
             .tempdir()
@@ -607,6 +607,15 @@ impl FakeAzure {
         st.service_faults.clear();
     }
 
+    /// Removes the faults injected for `secret_name` of `vault` (others stay).
+    pub fn clear_faults_for(&self, vault: &str, secret_name: &str) {
+        let (vault, secret) = (vault.to_ascii_lowercase(), secret_name.to_ascii_lowercase());
+        self.shared
+            .lock()
+            .faults
+            .retain(|f| !(f.vault == vault && f.secret == secret));
+    }
+
     /// Answers requests to `service` ([`Service::Authority`] token requests,
     /// [`Service::Imds`], [`Service::Nmi`]) with `fault`, before they are
     /// validated. Faults are tried in the order they were injected.
@@ -805,13 +814,13 @@ fn bind_loopback() -> StdTcpListener {
     listener
 }
 
-fn make_tls() -> (String, Arc<ServerConfig>) {
+fn make_tls(ca_name: &str) -> (String, Arc<ServerConfig>) {
     let ca_key = KeyPair::generate().expect("generate CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "akv-csi-provider fake Azure test CA");
+        .push(DnType::CommonName, ca_name);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

@@ -106,9 +106,16 @@ impl Vault for SdkVault {
             object: object.clone(),
             detail: detail.to_owned(),
         };
-        let secret = response
-            .into_model()
-            .map_err(|_| bad("the body is not a secret bundle"))?;
+        let content_type = response
+            .headers()
+            .get_optional_str(&azure_core::http::headers::CONTENT_TYPE)
+            .map(super::error::clip)
+            .unwrap_or_default();
+        let secret = response.into_model().map_err(|_| {
+            bad(&format!(
+                "the body is not a JSON secret bundle (Content-Type {content_type}); a proxy may be answering in Key Vault's place"
+            ))
+        })?;
         let id = secret
             .id
             .as_deref()
