@@ -271,3 +271,13 @@ pub fn mount_request(parameters: &[(&str, String)], secrets: &str) -> MountReque
         current_object_version: Vec::new(),
     }
 }
+
+/// A memory field of `/proc/<pid>/status` in KiB: `VmRSS` (now) or `VmHWM` (peak).
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}

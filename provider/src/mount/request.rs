@@ -52,8 +52,13 @@ fn string_map(json: &str, field: &'static str) -> Result<HashMap<String, String>
         return Err(MountError::Request {
             field,
             problem: format!(
-                "is {} bytes; at most {MAX_JSON_BYTES} are accepted (the driver builds it from the SecretProviderClass and the pod, which Kubernetes keeps far smaller)",
-                json.len()
+                "is {} bytes; at most {MAX_JSON_BYTES} are accepted ({})",
+                json.len(),
+                if field == "secrets" {
+                    "it is the data of the nodePublishSecretRef Secret, which Kubernetes keeps under 1 MiB"
+                } else {
+                    "the driver builds it from the SecretProviderClass and the pod, which Kubernetes keeps far smaller"
+                }
             ),
         });
     }

@@ -104,6 +104,21 @@ fn short(e: &serde_saphyr::Error) -> String {
     out
 }
 
+/// YAML limits far above any real `objects` (1000 objects are about 2000 nodes outside and 25
+/// inside each), far below what a hostile document (alias bomb, deep nesting) could cost.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 20_000;
+    budget.max_events = 50_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_depth = 16;
+    budget.max_documents = 1;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// Parses and validates the `objects` parameter.
 pub fn parse_objects(yaml: &str) -> Result<Vec<KeyVaultObject>, SpcError> {
     if yaml.trim().is_empty() {
@@ -118,7 +133,7 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<KeyVaultObject>, SpcError> {
             yaml.len()
         )));
     }
-    let doc: ObjectsDoc = serde_saphyr::from_str(yaml).map_err(|e| {
+    let doc: ObjectsDoc = serde_saphyr::from_str_with_options(yaml, yaml_options()).map_err(|e| {
         SpcError::ObjectsYaml(format!(
             "is not valid YAML of the form array: [\"<object YAML>\", ...] (each object is a string): {}",
             short(&e)
@@ -137,11 +152,14 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<KeyVaultObject>, SpcError> {
     }
     let mut objects = Vec::with_capacity(doc.array.len());
     for (index, text) in doc.array.iter().enumerate() {
-        let fields = serde_saphyr::from_str::<Fields>(text).map_err(|e| SpcError::Object {
-            index,
-            object: "<unnamed>".into(),
-            problem: format!("is not a YAML mapping of object fields: {}", short(&e)),
-        })?;
+        let fields =
+            serde_saphyr::from_str_with_options::<Fields>(text, yaml_options()).map_err(|e| {
+                SpcError::Object {
+                    index,
+                    object: "<unnamed>".into(),
+                    problem: format!("is not a YAML mapping of object fields: {}", short(&e)),
+                }
+            })?;
         objects.push(parse_object(index, &fields)?);
     }
     check_file_conflicts(&objects)?;
