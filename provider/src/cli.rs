@@ -168,6 +168,11 @@ pub struct Config {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_fetches: u16,
 
+    /// Requests to Azure (Key Vault and token services) in flight at once, all Mounts together:
+    /// bounds memory and the burst Key Vault sees when many pods mount at once (0 = no limit).
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_requests: u16,
+
     /// On SIGTERM, time in-flight calls get to finish before the provider exits anyway (Go duration).
     #[arg(long, default_value = "20s", value_parser = duration_arg)]
     pub drain_timeout: Duration,

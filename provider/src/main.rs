@@ -79,6 +79,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         user_agent_suffix: config.custom_user_agent.clone(),
         imds_endpoint: Some(config.imds_endpoint.clone()),
         metrics: Some(metrics.clone()),
+        max_concurrent_requests: usize::from(config.max_concurrent_requests),
     })?;
     let pod_identity_endpoint =
         url::Url::parse(&config.pod_identity_endpoint).with_context(|| {

@@ -111,7 +111,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 pub async fn serve(
     listener: UnixListener,
     path: &Path,
-    service: ProviderService,
+    mut service: ProviderService,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> Result<(), ServerError> {
@@ -120,11 +120,17 @@ pub async fn serve(
         .set_serving::<CsiDriverProviderServer<ProviderService>>()
         .await;
     let stop = CancellationToken::new();
+    // Mounts still running shortly before the drain time ends answer Unavailable themselves,
+    // so the server can close every connection cleanly in time.
+    let abort = service.abort_on(drain_timeout);
+    let grace = (drain_timeout / 4).min(Duration::from_secs(1));
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
             stop.cancel();
+            tokio::time::sleep(drain_timeout.saturating_sub(grace)).await;
+            abort.cancel();
         })
     };
     let server = tonic::transport::Server::builder()

@@ -3,7 +3,7 @@
 pub mod codec;
 mod status;
 
-pub use status::to_status;
+pub use status::{MAX_MESSAGE_BYTES, to_status};
 
 use crate::{
     RUNTIME_NAME, VERSION,
@@ -19,6 +19,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 /// The API version this provider speaks.
@@ -30,6 +31,10 @@ pub struct ProviderService {
     default_cloud: CloudName,
     mount_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Cancelled shortly before the drain time ends: unfinished Mounts answer `Unavailable`.
+    abort: CancellationToken,
+    /// The drain time, for the message.
+    drain_timeout: Duration,
 }
 
 /// Method paths as the driver calls them (the `grpc_method` label).
@@ -49,7 +54,16 @@ impl ProviderService {
             default_cloud,
             mount_timeout,
             metrics,
+            abort: CancellationToken::new(),
+            drain_timeout: Duration::ZERO,
         }
+    }
+
+    /// The token that ends unfinished Mounts with `Unavailable` (the server cancels it shortly
+    /// before `drain_timeout` runs out), so no call dies with a broken connection.
+    pub fn abort_on(&mut self, drain_timeout: Duration) -> CancellationToken {
+        self.drain_timeout = drain_timeout;
+        self.abort.clone()
     }
 
     async fn run(
@@ -109,7 +123,10 @@ impl CsiDriverProvider for ProviderService {
         let started = Instant::now();
         let _in_flight = self.metrics.mount_started();
         let mut request = request.into_inner();
-        let result = self.run(&request).await;
+        let result = tokio::select! {
+            result = self.run(&request) => result,
+            () = self.abort.cancelled() => Err((None, MountError::ShuttingDown(self.drain_timeout))),
+        };
         // The request carries service-account tokens and the node-publish secret.
         codec::Scrub::scrub(&mut request);
         let (code, kind) = match &result {

@@ -39,7 +39,7 @@ fn code(error: &MountError) -> Code {
             ConvertError::Unsupported { .. } => Code::Unimplemented,
             _ => Code::InvalidArgument,
         },
-        MountError::Timeout(_) => Code::Unavailable,
+        MountError::Timeout(_) | MountError::ShuttingDown(_) => Code::Unavailable,
         MountError::TooLarge { .. } => Code::ResourceExhausted,
     }
 }

@@ -55,6 +55,11 @@ pub enum MountError {
         "the Mount did not finish within {0:?}; Key Vault or the token service is slow; the driver will retry"
     )]
     Timeout(Duration),
+    /// The provider is stopping and the Mount did not finish within the drain time.
+    #[error(
+        "the provider is shutting down and this Mount did not finish within --drain-timeout ({0:?}); the driver will retry"
+    )]
+    ShuttingDown(Duration),
     /// The reply would exceed what the driver accepts.
     #[error(
         "the Mount reply for this volume would be {total} bytes (file contents, names and object versions), more than the {limit} bytes the driver accepts (its --max-call-recv-msg-size, 4 MiB by default): mount fewer or smaller objects, or raise the driver's --max-call-recv-msg-size and this provider's --max-call-recv-msg-size together"
@@ -116,6 +121,7 @@ impl MountError {
             Self::Vault { source, .. } => source.kind(),
             Self::Convert(e) => e.kind(),
             Self::Timeout(_) => "timeout",
+            Self::ShuttingDown(_) => "shutting_down",
             Self::TooLarge { .. } => "too_large",
         }
     }
