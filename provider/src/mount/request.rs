@@ -133,10 +133,15 @@ pub fn service_account_token(
             e.column()
         ))
     })?;
-    Ok(tokens
+    let found = tokens
         .remove(audience)
         .map(|entry| SecretString::new(entry.token))
-        .filter(|t| !t.is_empty()))
+        .filter(|t| !t.is_empty());
+    // Tokens for other audiences are secrets too.
+    for entry in tokens.values_mut() {
+        zeroize::Zeroize::zeroize(&mut entry.token);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
