@@ -69,7 +69,7 @@ fn throttle_body() -> String {
 async fn key_vault_faults() {
     let env = Env::start(&[]).await;
     env.secret("healthy", "healthy-value-0001");
-    // Warm the token cache: the faults below hit Key Vault only.
+    // Everything works before the faults (which are injected per secret, for Key Vault only).
     env.mount_sp(&[&object("healthy")]).await.expect("warm-up");
 
     let cases: Vec<(&str, Fault, Expect)> = vec![

@@ -38,7 +38,7 @@ impl Env {
         }
     }
 
-    /// The provider flags that point it at `fake`, plus `extra`.
+    /// The provider flags that point it at `fake`, plus `extra` (`-v=5` unless `extra` sets `-v`).
     pub fn args(fake: &FakeAzure, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             format!("--ca-file={}", fake.ca_file().display()),
@@ -49,8 +49,10 @@ impl Env {
                 "--pod-identity-endpoint=http://127.0.0.1:{}",
                 fake.http_port()
             ),
-            "-v=5".to_owned(),
         ];
+        if !extra.iter().any(|a| a.starts_with("-v")) {
+            args.push("-v=5".to_owned());
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
