@@ -56,6 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Prost, plus zeroizing secret fields once a message is encoded.
+        .codec_path("crate::grpc::codec::ScrubbingCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,13 +1,11 @@
 //! The provider process: flags, socket, Version, health, graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/provider.rs"]
-#[allow(dead_code)]
-mod provider;
+mod support;
 
 use akv_csi_provider::v1alpha1::VersionRequest;
-use provider::Provider;
 use std::{os::unix::fs::PermissionsExt, process::Command};
+use support::provider::Provider;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };

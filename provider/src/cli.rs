@@ -169,6 +169,11 @@ pub struct Config {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_fetches: u16,
 
+    /// Requests to Azure (Key Vault and token services) in flight at once, all Mounts together:
+    /// bounds memory and the burst Key Vault sees when many pods mount at once (0 = no limit).
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_requests: u16,
+
     /// On SIGTERM, time in-flight calls get to finish before the provider exits anyway (Go duration).
     #[arg(long, default_value = "20s", value_parser = duration_arg)]
     pub drain_timeout: Duration,
@@ -196,6 +201,12 @@ pub struct Config {
     /// Time allowed for one Mount when the driver sets no deadline (Go duration).
     #[arg(long, default_value = "60s", value_parser = duration_arg)]
     pub mount_timeout: Duration,
+
+    /// Largest Mount reply in bytes: the driver's own --max-call-recv-msg-size (default 4 MiB).
+    /// Larger replies are refused with a message instead of failing inside the driver; raise
+    /// both together.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_call_recv_msg_size: u32,
 }
 
 /// Rewrites Go-style single-dash long flags (`-endpoint=x`) to `--endpoint=x`.

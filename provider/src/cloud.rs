@@ -4,7 +4,7 @@
 //! passed down explicitly (the Go provider sets an environment variable, which races between mounts).
 
 use serde::Deserialize;
-use std::{fmt, path::Path};
+use std::{fmt, io::Read, os::unix::fs::OpenOptionsExt, path::Path};
 use url::Url;
 
 /// Largest cloud environment file read, in bytes.
@@ -157,18 +157,31 @@ impl CloudEnvironment {
 
     /// Reads an Azure Stack environment file.
     pub fn from_file(path: &Path) -> Result<Self, CloudError> {
-        let shown = path.display().to_string();
+        let shown = crate::spc::quote(&path.display().to_string());
         let unreadable = |reason: String| CloudError::EnvFileUnreadable {
             path: shown.clone(),
             reason,
         };
-        let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
-        if meta.len() > MAX_CLOUD_ENV_FILE_BYTES {
+        // The path comes from a SecretProviderClass: never block on a FIFO, never read a device
+        // or a /proc file without end.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(unreadable("not a regular file".into()));
+        }
+        let mut text = Vec::new();
+        file.take(MAX_CLOUD_ENV_FILE_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| unreadable(e.to_string()))?;
+        if text.len() as u64 > MAX_CLOUD_ENV_FILE_BYTES {
             return Err(unreadable(format!(
                 "larger than {MAX_CLOUD_ENV_FILE_BYTES} bytes"
             )));
         }
-        let text = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
         Self::from_json(&shown, &text)
     }
 
@@ -178,7 +191,14 @@ impl CloudEnvironment {
             path: path.to_owned(),
             reason,
         };
-        let env: EnvFile = serde_json::from_slice(text).map_err(|e| invalid(e.to_string()))?;
+        // serde_json's messages can quote the file's values; report the position only.
+        let env: EnvFile = serde_json::from_slice(text).map_err(|e| {
+            invalid(format!(
+                "not a JSON object of the expected fields (error at line {} column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
         let authority = env.active_directory_endpoint.trim();
         if authority.is_empty() {
             return Err(invalid("activeDirectoryEndpoint is missing".into()));
@@ -292,5 +312,28 @@ mod tests {
             CloudEnvironment::resolve(CloudName::Stack, None),
             Err(CloudError::MissingEnvFile)
         ));
+    }
+
+    #[test]
+    fn stack_file_never_blocks_or_reads_without_end() {
+        let dir = tempfile::tempdir().ok();
+        let Some(dir) = dir else { unreachable!() };
+        let fifo = dir.path().join("fifo.json");
+        assert!(nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).is_ok());
+        let big = dir.path().join("big.json");
+        assert!(std::fs::write(&big, vec![b' '; 70 * 1024]).is_ok());
+        for (path, want) in [
+            ("/dev/zero", "not a regular file"),
+            ("/", "not a regular file"),
+            (fifo.to_str().unwrap_or_default(), "not a regular file"),
+            (big.to_str().unwrap_or_default(), "larger than 65536 bytes"),
+            ("/nonexistent/x.json", "No such file"),
+        ] {
+            let err = CloudEnvironment::resolve(CloudName::Stack, Some(path))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(want), "{path}: {err}");
+        }
     }
 }

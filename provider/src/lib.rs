@@ -13,7 +13,10 @@ pub mod auth;
 pub mod cli;
 pub mod cloud;
 pub mod convert;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod grpc;
+pub mod hardening;
 pub mod keyvault;
 pub mod metrics;
 pub mod mount;

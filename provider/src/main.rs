@@ -16,10 +16,9 @@ use anyhow::Context;
 use std::{io::Write, process::ExitCode, sync::Arc};
 use tokio_util::sync::CancellationToken;
 
-/// The driver's default `--max-call-recv-msg-size`.
-const DRIVER_DEFAULT_MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
-
 fn main() -> ExitCode {
+    // Before anything holds a secret: a core dump would contain them all.
+    let hardening = akv_csi_provider::hardening::disable_core_dumps();
     // Subcommands; without one, the Go provider's flat flags (the DaemonSet passes no subcommand).
     match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
         Some("agent") => return agent(),
@@ -44,6 +43,9 @@ fn main() -> ExitCode {
         };
     }
     telemetry::init(config.verbosity, config.log_format_json);
+    if !hardening.problems.is_empty() {
+        tracing::warn!(problems = ?hardening.problems, "core dumps could not be fully disabled");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,6 +85,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         user_agent_suffix: config.custom_user_agent.clone(),
         imds_endpoint: Some(config.imds_endpoint.clone()),
         metrics: Some(metrics.clone()),
+        max_concurrent_requests: usize::from(config.max_concurrent_requests),
     })?;
     let pod_identity_endpoint =
         url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
@@ -98,7 +101,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(SdkConnector::new(transport)),
         MounterConfig {
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
-            max_reply_bytes: DRIVER_DEFAULT_MAX_REPLY_BYTES,
+            max_reply_bytes: usize::try_from(config.max_call_recv_msg_size).unwrap_or(usize::MAX),
             max_concurrent_per_vault: usize::from(config.max_concurrent_per_vault),
             retry: RetryPolicy {
                 max_retries: config.max_retries,

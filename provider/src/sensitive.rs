@@ -18,6 +18,12 @@ impl SecretBytes {
         &self.0
     }
 
+    /// Moves the bytes out without a copy, for a holder that wipes them itself (the reply codec
+    /// zeroizes a reply once it is encoded). The returned buffer is not zeroized on drop.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut *self.0)
+    }
+
     /// Number of bytes.
     pub fn len(&self) -> usize {
         self.0.len()

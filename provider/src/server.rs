@@ -11,6 +11,10 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+/// Largest Mount request accepted, in bytes (tonic's default, stated): larger requests are refused
+/// with `OutOfRange` before they are decoded. The driver's requests are far smaller.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,7 +111,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 pub async fn serve(
     listener: UnixListener,
     path: &Path,
-    service: ProviderService,
+    mut service: ProviderService,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> Result<(), ServerError> {
@@ -116,16 +120,24 @@ pub async fn serve(
         .set_serving::<CsiDriverProviderServer<ProviderService>>()
         .await;
     let stop = CancellationToken::new();
+    // Mounts still running shortly before the drain time ends answer Unavailable themselves,
+    // so the server can close every connection cleanly in time.
+    let abort = service.abort_on(drain_timeout);
+    let grace = (drain_timeout / 4).min(Duration::from_secs(1));
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
             stop.cancel();
+            tokio::time::sleep(drain_timeout.saturating_sub(grace)).await;
+            abort.cancel();
         })
     };
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(CsiDriverProviderServer::new(service))
+        .add_service(
+            CsiDriverProviderServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),
             stop.clone().cancelled_owned(),

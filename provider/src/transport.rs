@@ -69,6 +69,8 @@ pub struct TransportConfig {
     pub imds_endpoint: Option<String>,
     /// Where responses are counted.
     pub metrics: Option<Arc<Metrics>>,
+    /// Requests to Azure in flight at once, all Mounts together; 0 means no limit.
+    pub max_concurrent_requests: usize,
 }
 
 /// A host pattern and the address it resolves to.
@@ -137,6 +139,8 @@ pub struct HttpTransport {
     user_agent_suffix: String,
     imds_endpoint: Option<Url>,
     metrics: Option<Arc<Metrics>>,
+    /// Bounds connections, memory and the burst Key Vault sees when many pods mount at once.
+    permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl HttpTransport {
@@ -172,6 +176,8 @@ impl HttpTransport {
             user_agent_suffix: config.user_agent_suffix.trim().to_owned(),
             imds_endpoint,
             metrics: config.metrics.clone(),
+            permits: (config.max_concurrent_requests > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests))),
         }))
     }
 
@@ -281,6 +287,14 @@ pub fn http_cause(err: &azure_core::Error) -> (Option<u16>, bool) {
 #[async_trait]
 impl HttpClient for HttpTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        // Held until the response head arrives; retries wait outside (the SDK sleeps between
+        // attempts after this returns).
+        let _permit = match &self.permits {
+            Some(permits) => Some(permits.acquire().await.map_err(|e| {
+                azure_core::Error::with_message(azure_core::error::ErrorKind::Io, e.to_string())
+            })?),
+            None => None,
+        };
         let result = match self.rewrite(request) {
             Some(changed) => self.client.execute_request(&changed).await,
             None => self.client.execute_request(request).await,

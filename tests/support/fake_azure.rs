@@ -34,6 +34,17 @@
 //!
 //! All state lives behind one mutex and may be changed while requests are
 //! being served (for example adding a secret version to simulate rotation).
+//!
+//! Faults: [`FakeAzure::inject`] replaces or alters Key Vault answers,
+//! [`FakeAzure::inject_service`] those of the token authority, IMDS and NMI;
+//! [`Fault::mangle`] damages an answer on the wire (connection reset in the
+//! middle of the body, truncated body, another content type, missing JSON
+//! fields); [`FakeAzure::set_untrusted_certificate`] makes the HTTPS server
+//! present a certificate from a CA nobody trusts.
+//!
+//! Every secret value, client secret, federated assertion and access token
+//! the fake knows is registered with [`super::leaks`], so the log scan of every
+//! provider started by a test looks for them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -47,6 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use base64::Engine as _;
+use futures::StreamExt as _;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -143,6 +155,22 @@ pub struct Fault {
     pub times: Option<u32>,
     /// Wait this long before answering.
     pub delay: Option<Duration>,
+    /// Damage applied to the answer (the fault's own, or the normal one when `status` is 0).
+    pub mangle: Option<Mangle>,
+}
+
+/// How a [`Fault`] damages an answer on its way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mangle {
+    /// Send the headers (with the full `Content-Length`) and the first `n` body bytes, then
+    /// drop the connection.
+    ResetAfter(usize),
+    /// Cut the body to its first `n` bytes (`Content-Length` matches the cut body).
+    Truncate(usize),
+    /// Replace the `Content-Type` header.
+    ContentType(String),
+    /// Remove these top-level fields from a JSON body.
+    RemoveFields(Vec<String>),
 }
 
 impl Fault {
@@ -154,7 +182,25 @@ impl Fault {
             body: String::new(),
             times: None,
             delay: None,
+            mangle: None,
         }
+    }
+
+    /// The normal answer, damaged by `mangle`.
+    pub fn mangled(mangle: Mangle) -> Self {
+        Self::status(0).mangle(mangle)
+    }
+
+    /// The normal answer, but the connection drops after `n` bytes of the body.
+    pub fn reset_mid_body(n: usize) -> Self {
+        Self::mangled(Mangle::ResetAfter(n))
+    }
+
+    /// A 200 whose body is `body` (malformed JSON, an HTML page, ...).
+    pub fn ok_body(body: &str, content_type: &str) -> Self {
+        Self::status(200)
+            .with_body(body)
+            .with_header("Content-Type", content_type)
     }
 
     /// A 429 with `Retry-After: <secs>` and a Key Vault style throttling body.
@@ -197,6 +243,13 @@ impl Fault {
     #[must_use]
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Damages the answer with `mangle`.
+    #[must_use]
+    pub fn mangle(mut self, mangle: Mangle) -> Self {
+        self.mangle = Some(mangle);
         self
     }
 }
@@ -261,7 +314,8 @@ impl Drop for FakeAzure {
 impl FakeAzure {
     /// Creates the test CA and certificate and starts both servers.
     pub async fn start() -> Self {
-        let (ca_pem, tls) = make_tls();
+        let (ca_pem, tls) = make_tls("akv-csi-provider fake Azure test CA");
+        let (_, untrusted_tls) = make_tls("an untrusted CA");
         let dir = tempfile::Builder::new()
             .prefix("fake-azure-")
             .tempdir()
@@ -274,6 +328,7 @@ impl FakeAzure {
             port: https.local_addr().expect("https local addr").port(),
             http_port: http.local_addr().expect("http local addr").port(),
             state: Mutex::new(State::new()),
+            untrusted: std::sync::atomic::AtomicBool::new(false),
         });
 
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -292,7 +347,7 @@ impl FakeAzure {
                     let _ = ready_tx.send(());
                     tokio::select! {
                         _ = shutdown_rx => {}
-                        () = accept_loop(https, Some(TlsAcceptor::from(tls)), Arc::clone(&server_shared)) => {}
+                        () = accept_loop(https, Some((TlsAcceptor::from(tls), TlsAcceptor::from(untrusted_tls))), Arc::clone(&server_shared)) => {}
                         () = accept_loop(http, None, server_shared) => {}
                     }
                 });
@@ -381,6 +436,7 @@ impl FakeAzure {
         let mut st = self.shared.lock();
         let app = st.app_mut(tenant, client_id);
         app.secrets.push(secret.to_owned());
+        super::leaks::register(secret);
     }
 
     /// Registers an app in `tenant` with a federated credential: a
@@ -389,6 +445,7 @@ impl FakeAzure {
         let mut st = self.shared.lock();
         let app = st.app_mut(tenant, client_id);
         app.assertions.push(expected_assertion.to_owned());
+        super::leaks::register(expected_assertion);
     }
 
     /// Assigns a managed identity to the "VM": `None` enables the
@@ -478,6 +535,7 @@ impl FakeAzure {
     /// Adds a new (newest) version of secret `name`; returns its version id
     /// (32 lowercase hex characters).
     pub fn set_secret(&self, vault: &str, name: &str, value: &str, opts: SecretOpts) -> String {
+        super::leaks::register(value);
         let id = random_hex(2);
         self.add_version(vault, Collection::Secrets, name, &id, value, opts);
         id
@@ -674,9 +732,36 @@ impl FakeAzure {
         });
     }
 
-    /// Removes every injected fault.
+    /// Removes every injected fault (Key Vault and services).
     pub fn clear_faults(&self) {
-        self.shared.lock().faults.clear();
+        let mut st = self.shared.lock();
+        st.faults.clear();
+        st.service_faults.clear();
+    }
+
+    /// Removes the faults injected for `secret_name` of `vault` (others stay).
+    pub fn clear_faults_for(&self, vault: &str, secret_name: &str) {
+        let (vault, secret) = (vault.to_ascii_lowercase(), secret_name.to_ascii_lowercase());
+        self.shared
+            .lock()
+            .faults
+            .retain(|f| !(f.vault == vault && f.secret == secret));
+    }
+
+    /// Answers requests to `service` ([`Service::Authority`] token requests,
+    /// [`Service::Imds`], [`Service::Nmi`]) with `fault`, before they are
+    /// validated. Faults are tried in the order they were injected.
+    pub fn inject_service(&self, service: Service, fault: Fault) {
+        if fault.times == Some(0) {
+            return;
+        }
+        self.shared.lock().service_faults.push((service, fault));
+    }
+
+    /// From now on, TLS handshakes present a certificate signed by a CA that is
+    /// not [`Self::ca_file`] (`false` restores the trusted certificate).
+    pub fn set_untrusted_certificate(&self, untrusted: bool) {
+        self.shared.untrusted.store(untrusted, Ordering::SeqCst);
     }
 
     /// Every request answered so far, oldest first.
@@ -702,6 +787,7 @@ struct Shared {
     port: u16,
     http_port: u16,
     state: Mutex<State>,
+    untrusted: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -821,6 +907,7 @@ struct State {
     base_time: u64,
     clock: u64,
     faults: Vec<ActiveFault>,
+    service_faults: Vec<(Service, Fault)>,
     log: Vec<Recorded>,
 }
 
@@ -839,6 +926,7 @@ impl State {
             base_time: unix_now() - 86_400,
             clock: 0,
             faults: Vec::new(),
+            service_faults: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -859,6 +947,7 @@ impl State {
 
     fn mint(&mut self, principal: &str, tenant: Option<&str>, resource: &str) -> String {
         let token = format!("fake-at-{}", random_hex(4));
+        super::leaks::register(&token);
         self.tokens.insert(
             token.clone(),
             TokenRecord {
@@ -869,6 +958,18 @@ impl State {
             },
         );
         token
+    }
+
+    fn take_service_fault(&mut self, service: &Service) -> Option<Fault> {
+        let index = self.service_faults.iter().position(|(s, _)| s == service)?;
+        let fault = self.service_faults[index].1.clone();
+        if let Some(times) = &mut self.service_faults[index].1.times {
+            *times -= 1;
+            if *times == 0 {
+                self.service_faults.remove(index);
+            }
+        }
+        Some(fault)
     }
 
     fn take_fault(&mut self, vault: &str, secret: &str) -> Option<Fault> {
@@ -900,13 +1001,13 @@ fn bind_loopback() -> StdTcpListener {
     listener
 }
 
-fn make_tls() -> (String, Arc<ServerConfig>) {
+fn make_tls(ca_name: &str) -> (String, Arc<ServerConfig>) {
     let ca_key = KeyPair::generate().expect("generate CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "akv-csi-provider fake Azure test CA");
+        .push(DnType::CommonName, ca_name);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -944,14 +1045,18 @@ fn make_tls() -> (String, Arc<ServerConfig>) {
     (ca.pem(), Arc::new(config))
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+/// The trusted and the untrusted TLS acceptor.
+type Acceptors = (TlsAcceptor, TlsAcceptor);
+
+async fn accept_loop(listener: TcpListener, tls: Option<Acceptors>, shared: Arc<Shared>) {
     // Connection tasks live in the set, so they are aborted with the loop.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
-                    let tls = tls.clone();
+                    let untrusted = shared.untrusted.load(Ordering::SeqCst);
+                    let tls = tls.as_ref().map(|(good, bad)| if untrusted { bad.clone() } else { good.clone() });
                     let shared = Arc::clone(&shared);
                     connections.spawn(serve_connection(tcp, tls, shared));
                 }
@@ -1009,6 +1114,7 @@ struct Reply {
     headers: Vec<(String, String)>,
     body: String,
     delay: Option<Duration>,
+    mangle: Option<Mangle>,
 }
 
 impl Reply {
@@ -1018,6 +1124,7 @@ impl Reply {
             headers: vec![(CONTENT_TYPE.to_string(), JSON.to_owned())],
             body: value.to_string(),
             delay: None,
+            mangle: None,
         }
     }
 
@@ -1030,6 +1137,7 @@ impl Reply {
             )],
             body: body.into(),
             delay: None,
+            mangle: None,
         }
     }
 
@@ -1057,11 +1165,53 @@ impl Reply {
             headers,
             body: fault.body,
             delay: fault.delay,
+            mangle: fault.mangle,
         }
     }
 
-    fn into_response(self) -> Response<Body> {
-        let mut response = Response::new(Body::from(self.body));
+    fn into_response(mut self) -> Response<Body> {
+        let text = std::mem::take(&mut self.body);
+        let body = match self.mangle.take() {
+            None => Body::from(text),
+            Some(Mangle::ContentType(content_type)) => {
+                self.headers
+                    .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+                self.headers.push((CONTENT_TYPE.to_string(), content_type));
+                Body::from(text)
+            }
+            Some(Mangle::Truncate(n)) => {
+                let bytes = Bytes::from(text);
+                Body::from(bytes.slice(..n.min(bytes.len())))
+            }
+            Some(Mangle::RemoveFields(fields)) => match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(mut map)) => {
+                    for field in &fields {
+                        map.remove(field);
+                    }
+                    Body::from(Value::Object(map).to_string())
+                }
+                _ => Body::from(text),
+            },
+            Some(Mangle::ResetAfter(n)) => {
+                let bytes = Bytes::from(text);
+                self.headers
+                    .push(("Content-Length".to_owned(), bytes.len().to_string()));
+                let head = bytes.slice(..n.min(bytes.len()));
+                let stream = futures::stream::iter([Ok::<_, std::io::Error>(head)]).chain(
+                    futures::stream::once(async {
+                        // Let hyper flush the headers and the first bytes, then fail the body:
+                        // hyper closes the connection in the middle of the message.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "fake connection reset",
+                        ))
+                    }),
+                );
+                Body::from_stream(stream)
+            }
+        };
+        let mut response = Response::new(body);
         *response.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         for (name, value) in self.headers {
@@ -1139,12 +1289,31 @@ fn connect(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     Reply::text(200, String::new()).into_response()
 }
 
+/// A service fault's answer, or the service's normal answer with the fault's delay and damage.
+fn with_service_fault(
+    st: &mut State,
+    service: &Service,
+    answer: impl FnOnce(&mut State) -> (Option<String>, Reply),
+) -> (Option<String>, Reply) {
+    match st.take_service_fault(service) {
+        Some(fault) if fault.status != 0 => (None, Reply::from_fault(fault)),
+        Some(fault) => {
+            let (principal, mut reply) = answer(st);
+            reply.delay = fault.delay;
+            reply.mangle = fault.mangle;
+            (principal, reply)
+        }
+        None => answer(st),
+    }
+}
+
 fn route(shared: &Shared, req: &Req, secure: bool) -> Reply {
     let mut st = shared.lock();
     let (service, principal, reply) = if secure {
         let host = host_without_port(&req.headers);
         if host == AUTHORITY_HOST {
-            let (principal, reply) = authority(&mut st, req);
+            let (principal, reply) =
+                with_service_fault(&mut st, &Service::Authority, |st| authority(st, req));
             (Service::Authority, principal, reply)
         } else if let Some(vault) = host
             .strip_suffix(VAULT_DNS_SUFFIX)
@@ -1158,10 +1327,10 @@ fn route(shared: &Shared, req: &Req, secure: bool) -> Reply {
             (Service::Other, None, reply)
         }
     } else if req.path == IMDS_PATH {
-        let (principal, reply) = imds(&mut st, req);
+        let (principal, reply) = with_service_fault(&mut st, &Service::Imds, |st| imds(st, req));
         (Service::Imds, principal, reply)
     } else if req.path == "/host/token/" || req.path == "/host/token" {
-        let (principal, reply) = nmi(&mut st, req);
+        let (principal, reply) = with_service_fault(&mut st, &Service::Nmi, |st| nmi(st, req));
         (Service::Nmi, principal, reply)
     } else {
         (Service::Other, None, Reply::text(404, "not found"))
@@ -1614,7 +1783,10 @@ fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<S
     let mut reply = object_op(
         st, port, vault, &tenant, &principal, collection, &op, &query,
     );
-    reply.delay = fault.and_then(|f| f.delay);
+    if let Some(fault) = fault {
+        reply.delay = fault.delay;
+        reply.mangle = fault.mangle;
+    }
     (Some(principal), reply)
 }
 

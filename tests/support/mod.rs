@@ -5,5 +5,7 @@
 //! code, so panicking on broken test setup (`expect`) is intended.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod env;
 pub mod fake_azure;
+pub mod leaks;
 pub mod provider;

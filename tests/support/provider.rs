@@ -171,6 +171,13 @@ impl Drop for Provider {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Every test's provider output goes through the leak scanner.
+        if !std::thread::panicking() {
+            super::leaks::assert_clean(
+                &format!("the provider log {}", self.log_file.display()),
+                &self.logs(),
+            );
+        }
     }
 }
 
@@ -263,4 +270,14 @@ pub fn mount_request(parameters: &[(&str, String)], secrets: &str) -> MountReque
         permission: "420".to_owned(),
         current_object_version: Vec::new(),
     }
+}
+
+/// A memory field of `/proc/<pid>/status` in KiB: `VmRSS` (now) or `VmHWM` (peak).
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }

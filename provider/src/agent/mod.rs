@@ -336,6 +336,7 @@ impl Agent {
             user_agent_suffix: config.custom_user_agent.clone(),
             imds_endpoint: Some(config.imds_endpoint.clone()),
             metrics: Some(metrics.clone()),
+            max_concurrent_requests: 64,
         })
         .map_err(|e| AgentError::Setup(e.to_string()))?;
         // Pod identity is rejected before a request is built; the endpoint is never called.

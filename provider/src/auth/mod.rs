@@ -291,7 +291,23 @@ impl TokenCredential for MeteredCredential {
         scopes: &[&str],
         options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
     ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        let result = self.inner.get_token(scopes, options).await;
+        let mut result = self.inner.get_token(scopes, options).await;
+        if result
+            .as_ref()
+            .is_ok_and(|t| t.token.secret().trim().is_empty())
+        {
+            // The SDK accepts a 200 without access_token as an empty token; Key Vault would then
+            // answer 401 and the error would blame permissions.
+            let missing = azure_core::Error::with_message(
+                azure_core::error::ErrorKind::DataConversion,
+                "the token service answered without an access_token",
+            );
+            result = Err(azure_core::Error::with_error(
+                azure_core::error::ErrorKind::Credential,
+                missing,
+                "the token service answered without an access_token",
+            ));
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => match crate::transport::http_cause(e) {
@@ -339,6 +355,8 @@ impl CredentialFactory {
         ClientOptions {
             transport: Some(self.transport.sdk_transport()),
             cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
+            // The SDK default retries for up to a minute: longer than a Mount may take.
+            retry: crate::keyvault::retry_options(),
             ..ClientOptions::default()
         }
     }

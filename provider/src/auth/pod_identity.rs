@@ -133,17 +133,35 @@ impl TokenCredential for PodIdentityCredential {
             return Err(Error::with_error(
                 ErrorKind::Credential,
                 cause,
-                format!(
-                    "pod identity (NMI) refused a token for pod {}/{}; check the AzureIdentity and AzureIdentityBinding of the pod",
-                    self.namespace, self.pod_name
-                ),
+                if status.is_server_error() {
+                    format!(
+                        "pod identity (NMI) failed to get a token for pod {}/{}",
+                        self.namespace, self.pod_name
+                    )
+                } else {
+                    format!(
+                        "pod identity (NMI) refused a token for pod {}/{}; check the AzureIdentity and AzureIdentityBinding of the pod",
+                        self.namespace, self.pod_name
+                    )
+                },
             ));
         }
         if body.len() > MAX_RESPONSE_BYTES {
             return Err(credential_error("NMI response is too large".into()));
         }
-        let parsed: NmiResponse = serde_json::from_slice(&body)
-            .map_err(|_| credential_error("NMI response is not the expected JSON".into()))?;
+        // A garbled answer is NMI misbehaving, not a refusal: the parse error travels as the
+        // source (its text never quotes the body).
+        let parsed: NmiResponse = serde_json::from_slice(&body).map_err(|e| {
+            let cause = Error::with_message(
+                ErrorKind::DataConversion,
+                format!("error at line {} column {}", e.line(), e.column()),
+            );
+            Error::with_error(
+                ErrorKind::Credential,
+                cause,
+                "NMI response is not the expected JSON",
+            )
+        })?;
         let expires_on = expiry(&parsed.token.expires_on)
             .ok_or_else(|| credential_error("NMI response has no valid expires_on".into()))?;
         Ok(AccessToken::new(parsed.token.access_token, expires_on))

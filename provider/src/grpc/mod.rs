@@ -1,8 +1,9 @@
 //! The `v1alpha1.CSIDriverProvider` service and the mapping of errors to gRPC status codes.
 
+pub mod codec;
 mod status;
 
-pub use status::to_status;
+pub use status::{MAX_MESSAGE_BYTES, to_status};
 
 use crate::{
     RUNTIME_NAME, VERSION,
@@ -18,6 +19,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 /// The API version this provider speaks.
@@ -29,6 +31,10 @@ pub struct ProviderService {
     default_cloud: CloudName,
     mount_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Cancelled shortly before the drain time ends: unfinished Mounts answer `Unavailable`.
+    abort: CancellationToken,
+    /// The drain time, for the message.
+    drain_timeout: Duration,
 }
 
 /// Method paths as the driver calls them (the `grpc_method` label).
@@ -48,7 +54,16 @@ impl ProviderService {
             default_cloud,
             mount_timeout,
             metrics,
+            abort: CancellationToken::new(),
+            drain_timeout: Duration::ZERO,
         }
+    }
+
+    /// The token that ends unfinished Mounts with `Unavailable` (the server cancels it shortly
+    /// before `drain_timeout` runs out), so no call dies with a broken connection.
+    pub fn abort_on(&mut self, drain_timeout: Duration) -> CancellationToken {
+        self.drain_timeout = drain_timeout;
+        self.abort.clone()
     }
 
     async fn run(
@@ -97,7 +112,8 @@ fn response(output: MountOutput) -> MountResponse {
                 path: f.path,
                 // Modes are validated to at most 0o777.
                 mode: i32::try_from(f.mode).unwrap_or(0o644),
-                contents: f.contents.expose().to_vec(),
+                // Moved, not copied: the codec zeroizes the reply once it is encoded.
+                contents: f.contents.into_vec(),
             })
             .collect(),
     }
@@ -129,8 +145,13 @@ impl CsiDriverProvider for ProviderService {
             t.saturating_sub(Duration::from_millis(250))
                 .min(self.mount_timeout)
         });
-        let request = request.into_inner();
-        let result = self.run(&request, budget).await;
+        let mut request = request.into_inner();
+        let result = tokio::select! {
+            result = self.run(&request, budget) => result,
+            () = self.abort.cancelled() => Err((None, MountError::ShuttingDown(self.drain_timeout))),
+        };
+        // The request carries service-account tokens and the node-publish secret.
+        codec::Scrub::scrub(&mut request);
         let (code, kind) = match &result {
             Ok(_) => (tonic::Code::Ok, None),
             Err((_, e)) => (to_status(e).code(), Some(e.kind())),

@@ -38,14 +38,27 @@ fn code(error: &MountError) -> Code {
         // object this provider cannot write (key type, curve, password) is a failed precondition.
         MountError::Convert(e) if e.is_unsupported() => Code::FailedPrecondition,
         MountError::Convert(_) => Code::InvalidArgument,
-        MountError::Timeout(_) => Code::Unavailable,
+        MountError::Timeout(_) | MountError::ShuttingDown(_) => Code::Unavailable,
         MountError::TooLarge { .. } => Code::ResourceExhausted,
         MountError::TooManyMatches { .. } => Code::FailedPrecondition,
         MountError::NoMatches { .. } => Code::NotFound,
     }
 }
 
-/// The gRPC status for a failed Mount: a fitting code and the error's message.
+/// Longest status message sent, in bytes: it travels in an HTTP/2 header and ends up in logs.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// The gRPC status for a failed Mount: a fitting code and the error's message (at most
+/// [`MAX_MESSAGE_BYTES`]).
 pub fn to_status(error: &MountError) -> Status {
-    Status::new(code(error), error.to_string())
+    let mut message = error.to_string();
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    Status::new(code(error), message)
 }

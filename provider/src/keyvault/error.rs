@@ -147,31 +147,87 @@ const GENERIC_CONTEXT: [&str; 2] = [
     "retry policy expired and the request will no longer be retried",
 ];
 
-/// The messages of an error and its sources, without the SDK's generic wrappers, as one bounded line.
+/// The messages of an error and its sources, without the SDK's generic wrappers, as one bounded
+/// line. When it is too long the middle is left out: the first words say what was attempted, the
+/// last ones the root cause (refused, reset, certificate).
 pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(err);
     while let Some(e) = current {
-        let text = e
+        let mut text = e
             .to_string()
             .split_whitespace()
             .collect::<Vec<_>>()
-            .join(" ");
-        let text = text
+            .join(" ")
             .split(" To troubleshoot, visit")
             .next()
             .unwrap_or_default()
-            .trim()
             .to_owned();
-        let redundant = text.is_empty()
-            || GENERIC_CONTEXT.contains(&text.as_str())
-            || parts.iter().any(|p| p.contains(&text));
+        for generic in GENERIC_CONTEXT {
+            text = text.replace(generic, "");
+        }
+        let text = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_end_matches([':', ' '])
+            .to_owned();
+        let redundant = text.is_empty() || parts.iter().any(|p| p.contains(&text));
         if !redundant {
             parts.push(text);
         }
         current = e.source();
     }
-    clip(&parts.join(": "))
+    let mut joined = String::new();
+    for part in parts {
+        if !joined.is_empty() {
+            joined.push_str(if joined.ends_with('.') { " " } else { ": " });
+        }
+        joined.push_str(&part);
+    }
+    with_hint(&clip_middle(&joined))
+}
+
+/// One line of at most [`MAX_DETAIL_CHARS`] characters: head and tail, the middle elided.
+fn clip_middle(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    let count = line.chars().count();
+    if count <= MAX_DETAIL_CHARS {
+        return line.to_owned();
+    }
+    let head: String = line.chars().take(MAX_DETAIL_CHARS / 3).collect();
+    let tail: String = line
+        .chars()
+        .skip(count - (MAX_DETAIL_CHARS - MAX_DETAIL_CHARS / 3))
+        .collect();
+    format!("{head} … {tail}")
+}
+
+/// Whether a parse error of a response body is anywhere in the chain.
+fn unparsable(err: &azure_core::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<serde_json::Error>().is_some()
+            || e.downcast_ref::<azure_core::Error>()
+                .is_some_and(|a| matches!(a.kind(), ErrorKind::DataConversion))
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Adds what to do when TLS verification failed: the usual cause is a TLS-inspecting proxy or a
+/// private CA.
+fn with_hint(detail: &str) -> String {
+    if detail.contains("invalid peer certificate") {
+        format!(
+            "{detail} (the server's TLS certificate is not trusted: for a TLS-inspecting proxy or a private CA, pass its CA certificate with --ca-file)"
+        )
+    } else {
+        detail.to_owned()
+    }
 }
 
 /// Key Vault's error body: `{"error": {"code", "message", "innererror": {"code"}}}`.
@@ -262,12 +318,20 @@ pub fn classify(
                     KeyVaultError::AuthenticationUnavailable { detail }
                 }
                 None if connection => KeyVaultError::AuthenticationUnavailable { detail },
+                // The SDK reads error bodies as JSON; a 5xx with an empty or HTML body, or a
+                // garbled 200, ends as a parse error without the status. Not a permission problem.
+                None if unparsable(err) => KeyVaultError::AuthenticationUnavailable {
+                    detail: format!(
+                        "the token service answered with something that is not a token response: {detail}"
+                    ),
+                },
                 _ => KeyVaultError::Authentication { detail },
             }
         }
         ErrorKind::Connection | ErrorKind::Io => KeyVaultError::Unavailable {
             vault,
-            detail: clip(&err.to_string()),
+            // The cause (reset, refused, certificate) is in the sources, not the top message.
+            detail: describe(err),
         },
         _ => KeyVaultError::BadResponse {
             vault,

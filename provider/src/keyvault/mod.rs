@@ -9,7 +9,7 @@ pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
 pub use error::{KeyVaultError, classify, describe};
 pub(crate) use retry::random_fraction;
 pub use retry::{RetryPolicy, RetryingVault, VaultLimits};
-pub use sdk::SdkConnector;
+pub use sdk::{SdkConnector, retry_options};
 
 use crate::{auth::IdentityKey, sensitive::SecretBytes};
 use async_trait::async_trait;
@@ -164,6 +164,10 @@ pub trait VaultConnector: Send + Sync {
         identity: &IdentityKey,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Arc<dyn Vault>, KeyVaultError>;
+
+    /// Drops a reused client after its identity failed to authenticate, so the next Mount starts
+    /// with a fresh credential (the SDK's credentials keep what the token service answered).
+    fn forget(&self, _vault_url: &str, _identity: &IdentityKey) {}
 }
 
 /// The version segment of a Key Vault object id (`https://v/secrets/<name>/<version>`; also

@@ -34,6 +34,18 @@ use futures::{Stream, TryStreamExt};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+/// The retry policy of token requests (credential pipelines): a few quick retries, well inside a
+/// Mount's deadline (the SDK default retries for up to a minute). Key Vault reads are retried by
+/// `RetryingVault` instead, which knows the deadline.
+pub fn retry_options() -> RetryOptions {
+    RetryOptions::exponential(azure_core::http::ExponentialRetryOptions {
+        initial_delay: azure_core::time::Duration::milliseconds(250),
+        max_retries: 3,
+        max_total_elapsed: azure_core::time::Duration::seconds(20),
+        max_delay: azure_core::time::Duration::seconds(8),
+    })
+}
+
 /// Clients kept for reuse (one per vault and identity key).
 const MAX_CLIENTS: u64 = 1_000;
 /// A client unused this long is dropped.
@@ -81,6 +93,11 @@ impl VaultConnector for SdkConnector {
         let client = self.open(vault_url, credential)?;
         self.clients.insert(key, client.clone());
         Ok(client)
+    }
+
+    fn forget(&self, vault_url: &str, identity: &IdentityKey) {
+        self.clients
+            .invalidate(&(vault_url.to_ascii_lowercase(), identity.clone()));
     }
 }
 
@@ -250,9 +267,19 @@ impl Vault for SdkVault {
             .get_secret(name, Some(options))
             .await
             .map_err(|e| classify(&e, &self.vault, &object, ObjectKind::Secret, "get"))?;
-        let secret = response
-            .into_model()
-            .map_err(|_| self.bad(&object, "the body is not a secret bundle"))?;
+        let content_type = response
+            .headers()
+            .get_optional_str(&azure_core::http::headers::CONTENT_TYPE)
+            .map(super::error::clip)
+            .unwrap_or_default();
+        let secret = response.into_model().map_err(|_| {
+            self.bad(
+                &object,
+                &format!(
+                    "the body is not a JSON secret bundle (Content-Type {content_type}); a proxy may be answering in Key Vault's place"
+                ),
+            )
+        })?;
         let found_version = self.checked_version(secret.id.as_deref(), version, &object)?;
         let value = secret
             .value

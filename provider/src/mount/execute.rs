@@ -60,7 +60,7 @@ impl MountOutput {
 pub struct MounterConfig {
     /// Objects fetched at once.
     pub max_concurrent_fetches: usize,
-    /// Largest reply, in bytes of file contents.
+    /// Largest reply, in encoded bytes (the driver's `--max-call-recv-msg-size`).
     pub max_reply_bytes: usize,
     /// Requests in flight to one vault from this process, across Mounts.
     pub max_concurrent_per_vault: usize,
@@ -107,6 +107,35 @@ impl Mounter {
     /// `optional` object that is missing or disabled is skipped instead).
     /// Retries stop in time for `deadline`.
     pub async fn mount(
+        &self,
+        plan: &MountPlan,
+        deadline: Instant,
+    ) -> Result<MountOutput, MountError> {
+        let result = self.mount_once(plan, deadline).await;
+        if let Err(MountError::Vault { source, .. }) = &result
+            && matches!(
+                source,
+                KeyVaultError::Authentication { .. }
+                    | KeyVaultError::AuthenticationUnavailable { .. }
+                    | KeyVaultError::Unauthorized { .. }
+            )
+        {
+            // The SDK credential inside a reused client keeps what the token service answered;
+            // after an authentication failure the next Mount must start from scratch.
+            let key = plan.identity.key(&plan.cloud);
+            for vault_name in plan.spc.vault_names() {
+                let vault_url = if vault_name == plan.spc.keyvault_name {
+                    plan.vault_url.clone()
+                } else {
+                    plan.cloud.vault_url(vault_name)
+                };
+                self.connector.forget(&vault_url, &key);
+            }
+        }
+        result
+    }
+
+    async fn mount_once(
         &self,
         plan: &MountPlan,
         deadline: Instant,
@@ -194,14 +223,14 @@ impl Mounter {
             output.files.extend(part.files);
             output.versions.extend(part.versions);
         }
-        let total = output.total_bytes();
-        if total > self.config.max_reply_bytes {
+        let size = super::reply_len(&output);
+        if size > self.config.max_reply_bytes {
             return Err(MountError::TooLarge {
-                total,
+                total: size,
                 limit: self.config.max_reply_bytes,
             });
         }
-        self.metrics.mount_size(objects.len(), total);
+        self.metrics.mount_size(objects.len(), output.total_bytes());
         Ok(output)
     }
 

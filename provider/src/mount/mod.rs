@@ -81,16 +81,58 @@ pub enum MountError {
         /// The entry's selector, as written.
         selector: String,
     },
+    /// The provider is stopping and the Mount did not finish within the drain time.
+    #[error(
+        "the provider is shutting down and this Mount did not finish within --drain-timeout ({0:?}); the driver will retry"
+    )]
+    ShuttingDown(Duration),
     /// The reply would exceed what the driver accepts.
     #[error(
-        "the files of this volume total {total} bytes, more than the {limit} bytes the driver accepts by default; raise the driver's --max-call-recv-msg-size or mount fewer objects"
+        "the Mount reply for this volume would be {total} bytes (file contents, names and object versions), more than the {limit} bytes the driver accepts (its --max-call-recv-msg-size, 4 MiB by default): mount fewer or smaller objects, or raise the driver's --max-call-recv-msg-size and this provider's --max-call-recv-msg-size together"
     )]
     TooLarge {
-        /// Bytes of all files.
+        /// Encoded size of the reply.
         total: usize,
         /// The limit.
         limit: usize,
     },
+}
+
+/// The encoded size of the `MountResponse` for `output`, as the driver counts it against its
+/// `--max-call-recv-msg-size` (protobuf bytes, without the 5-byte gRPC frame header).
+pub fn reply_len(output: &MountOutput) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    fn field(tag: u32, len: usize) -> usize {
+        if len == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(len as u64) + len
+        }
+    }
+    fn message(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+    let files: usize = output
+        .files
+        .iter()
+        .map(|f| {
+            let mode = if f.mode == 0 {
+                0
+            } else {
+                key_len(2) + encoded_len_varint(u64::from(f.mode))
+            };
+            message(
+                3,
+                field(1, f.path.len()) + mode + field(3, f.contents.len()),
+            )
+        })
+        .sum();
+    let versions: usize = output
+        .versions
+        .iter()
+        .map(|(id, version)| message(1, field(1, id.len()) + field(2, version.len())))
+        .sum();
+    files + versions
 }
 
 impl MountError {
@@ -107,7 +149,57 @@ impl MountError {
             Self::Timeout(_) => "timeout",
             Self::TooManyMatches { .. } => "too_many_matches",
             Self::NoMatches { .. } => "no_matches",
+            Self::ShuttingDown(_) => "shutting_down",
             Self::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        sensitive::SecretBytes,
+        v1alpha1::{File, MountResponse, ObjectVersion},
+    };
+    use prost::Message;
+
+    #[test]
+    fn reply_len_is_the_encoded_length() {
+        for (files, versions) in [(0usize, 0usize), (1, 1), (3, 2), (200, 200)] {
+            let output = MountOutput {
+                files: (0..files)
+                    .map(|i| OutputFile {
+                        path: "p".repeat(i % 300),
+                        mode: if i % 5 == 0 { 0 } else { 0o644 },
+                        contents: SecretBytes::new(vec![7; (i * 997) % 70_000]),
+                    })
+                    .collect(),
+                versions: (0..versions)
+                    .map(|i| ("i".repeat(i % 150), "v".repeat(i % 40)))
+                    .collect(),
+            };
+            let proto = MountResponse {
+                object_version: output
+                    .versions
+                    .iter()
+                    .map(|(id, version)| ObjectVersion {
+                        id: id.clone(),
+                        version: version.clone(),
+                    })
+                    .collect(),
+                error: None,
+                files: output
+                    .files
+                    .iter()
+                    .map(|f| File {
+                        path: f.path.clone(),
+                        mode: i32::try_from(f.mode).unwrap_or_default(),
+                        contents: f.contents.expose().to_vec(),
+                    })
+                    .collect(),
+            };
+            assert_eq!(reply_len(&output), proto.encoded_len(), "{files} files");
         }
     }
 }

@@ -29,16 +29,17 @@ pub struct MountPlan {
 
 /// Validates a Mount request; `default_cloud` is `--cloud-name`.
 pub fn plan(req: &MountRequest, default_cloud: CloudName) -> Result<MountPlan, MountError> {
-    let attrs = request::attributes(&req.attributes)?;
+    let scrubbed = Scrubbed(request::attributes(&req.attributes)?);
+    let attrs = &scrubbed.0;
     let secrets = request::secrets(&req.secrets)?;
     let default_mode = request::permission(&req.permission)?;
-    let pod = request::pod_info(&attrs)?;
-    let spc = SecretProviderClass::from_attributes(&attrs)?;
+    let pod = request::pod_info(attrs)?;
+    let spc = SecretProviderClass::from_attributes(attrs)?;
     let cloud = CloudEnvironment::resolve(
         spc.cloud_name.unwrap_or(default_cloud),
         spc.cloud_env_file.as_deref(),
     )?;
-    let identity = identity(&spc, &pod, &attrs, &secrets)?;
+    let identity = identity(&spc, &pod, attrs, &secrets)?;
     let vault_url = cloud.vault_url(&spc.keyvault_name);
     Ok(MountPlan {
         pod,
@@ -48,6 +49,17 @@ pub fn plan(req: &MountRequest, default_cloud: CloudName) -> Result<MountPlan, M
         default_mode,
         vault_url,
     })
+}
+
+/// The decoded attributes, zeroized when the plan is made: they hold service-account tokens.
+struct Scrubbed(HashMap<String, String>);
+
+impl Drop for Scrubbed {
+    fn drop(&mut self) {
+        for value in self.0.values_mut() {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
 }
 
 /// Case-insensitive lookup in the node-publish secret.

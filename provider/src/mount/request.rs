@@ -52,8 +52,13 @@ fn string_map(json: &str, field: &'static str) -> Result<HashMap<String, String>
         return Err(MountError::Request {
             field,
             problem: format!(
-                "is {} bytes; at most {MAX_JSON_BYTES} are accepted",
-                json.len()
+                "is {} bytes; at most {MAX_JSON_BYTES} are accepted ({})",
+                json.len(),
+                if field == "secrets" {
+                    "it is the data of the nodePublishSecretRef Secret, which Kubernetes keeps under 1 MiB"
+                } else {
+                    "the driver builds it from the SecretProviderClass and the pod, which Kubernetes keeps far smaller"
+                }
             ),
         });
     }
@@ -128,10 +133,15 @@ pub fn service_account_token(
             e.column()
         ))
     })?;
-    Ok(tokens
+    let found = tokens
         .remove(audience)
         .map(|entry| SecretString::new(entry.token))
-        .filter(|t| !t.is_empty()))
+        .filter(|t| !t.is_empty());
+    // Tokens for other audiences are secrets too.
+    for entry in tokens.values_mut() {
+        zeroize::Zeroize::zeroize(&mut entry.token);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

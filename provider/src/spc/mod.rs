@@ -27,6 +27,27 @@ pub const MAX_JSON_KEYS: usize = 100;
 pub const MAX_SELECTOR_TAGS: usize = 15;
 /// Most secrets one bulk entry (`objectNamePrefix` / `objectTags`) may mount; more is an error.
 pub const MAX_SELECTED_SECRETS: usize = 100;
+/// Most characters of a user-supplied value repeated in an error message.
+pub const MAX_QUOTED_CHARS: usize = 100;
+/// Longest `clientID` / `userAssignedIdentityID` accepted (they are GUIDs in practice).
+pub const MAX_CLIENT_ID_BYTES: usize = 256;
+
+/// A user-supplied value for an error message: escaped (no raw newlines or terminal escapes can
+/// reach a log line) and cut to [`MAX_QUOTED_CHARS`] characters, so a hostile 1 MiB name cannot
+/// make a 1 MiB gRPC status.
+pub fn quote(value: &str) -> String {
+    let out: String = value
+        .chars()
+        .take(MAX_QUOTED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    let count = value.chars().count();
+    if count > MAX_QUOTED_CHARS {
+        format!("{out}…({count} characters)")
+    } else {
+        out
+    }
+}
 
 /// Errors in SecretProviderClass parameters or objects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,7 +175,10 @@ fn bool_param(attrs: &HashMap<String, String>, key: &'static str) -> Result<bool
     }
     crate::cli::parse_go_bool(value).map_err(|_| SpcError::Invalid {
         name: key,
-        problem: format!("is \"{value}\", which is not a boolean (use true or false)"),
+        problem: format!(
+            "is \"{}\", which is not a boolean (use true or false)",
+            quote(value)
+        ),
     })
 }
 
@@ -169,7 +193,7 @@ pub fn check_vault_name(name: &str) -> Result<(), SpcError> {
             name: "keyvaultName",
             problem: format!(
                 "is \"{}\": a vault name has 3 to 24 characters of letters, digits and '-'",
-                name.escape_debug()
+                quote(name)
             ),
         })
     }
@@ -217,15 +241,16 @@ impl SecretProviderClass {
                 name: "tenantID",
                 hint: "set it to the Entra ID tenant (directory) id of the vault",
             });
-        } else if !tenant_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        } else if tenant_id.len() > 253
+            || !tenant_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         {
             problems.push(SpcError::Invalid {
                 name: "tenantID",
                 problem: format!(
                     "is \"{}\": a tenant is a GUID or a domain name (letters, digits, '-', '.')",
-                    tenant_id.escape_debug()
+                    quote(tenant_id)
                 ),
             });
         }
@@ -239,7 +264,7 @@ impl SecretProviderClass {
                         name: "cloudName",
                         problem: format!(
                             "is \"{}\", not one of AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud, AzureStackCloud (case-insensitive)",
-                            name.escape_debug()
+                            quote(name)
                         ),
                     });
                 }
@@ -250,6 +275,22 @@ impl SecretProviderClass {
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
 
+        for key in ["clientID", "userAssignedIdentityID"] {
+            let value = param(attrs, key);
+            if value.len() > MAX_CLIENT_ID_BYTES || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                problems.push(SpcError::Invalid {
+                    name: if key == "clientID" {
+                        "clientID"
+                    } else {
+                        "userAssignedIdentityID"
+                    },
+                    problem: format!(
+                        "is \"{}\": a client id is a GUID such as 00000000-0000-0000-0000-000000000000",
+                        quote(value)
+                    ),
+                });
+            }
+        }
         let mut flag = |key: &'static str| {
             bool_param(attrs, key).unwrap_or_else(|e| {
                 problems.push(e);
@@ -382,6 +423,33 @@ mod tests {
         ];
         let spc = SecretProviderClass::from_attributes(&attrs(&legacy)).ok();
         assert_eq!(spc.map(|s| s.tenant_id), Some("lower".to_owned()));
+    }
+
+    #[test]
+    fn user_values_in_messages_are_escaped_and_bounded() {
+        let long = "x".repeat(5000);
+        let mut p = base();
+        p.retain(|(k, _)| *k != "tenantID");
+        p.push(("tenantID", &long));
+        let e = err(&p);
+        assert!(e.len() < 400, "{e}");
+        assert!(e.contains("…(5000 characters)"), "{e}");
+        let mut p = base();
+        p.push(("usePodIdentity", "yes\nlevel=error msg=forged"));
+        let e = err(&p);
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("yes\\nlevel"), "{e}");
+        for bad in ["a b", "id\u{202E}", &long] {
+            let mut p = base();
+            p.push(("clientID", bad));
+            assert!(err(&p).starts_with("parameter clientID is \""), "{bad}");
+            let mut p = base();
+            p.push(("userAssignedIdentityID", bad));
+            assert!(
+                err(&p).starts_with("parameter userAssignedIdentityID is \""),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::{
     MAX_JSON_KEYS, MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, MAX_SELECTOR_TAGS, MAX_VERSION_HISTORY,
-    SpcError, check_vault_name, file_name,
+    SpcError, check_vault_name, file_name, quote,
 };
 use serde::{
     Deserialize, Deserializer,
@@ -296,10 +296,33 @@ struct ObjectsDoc {
 }
 
 fn short(e: &serde_saphyr::Error) -> String {
-    // YAML errors can quote input; keep the first line, cut to a sane length.
+    // YAML errors can quote input; keep the first line, cut to a sane length, escaped.
     let text = e.to_string();
     let line = text.lines().next().unwrap_or_default();
-    line.chars().take(200).collect()
+    let mut out = String::new();
+    for c in line.chars().take(200) {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// YAML limits far above any real `objects` (1000 objects are about 2000 nodes outside and 25
+/// inside each), far below what a hostile document (alias bomb, deep nesting) could cost.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 20_000;
+    budget.max_events = 50_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_depth = 16;
+    budget.max_documents = 1;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// Parses and validates the `objects` parameter.
@@ -332,7 +355,7 @@ pub(crate) fn parse_objects_collecting(
         )));
         return Vec::new();
     }
-    let doc: ObjectsDoc = match serde_saphyr::from_str(yaml) {
+    let doc: ObjectsDoc = match serde_saphyr::from_str_with_options(yaml, yaml_options()) {
         Ok(doc) => doc,
         Err(e) => {
             problems.push(SpcError::ObjectsYaml(format!(
@@ -358,7 +381,7 @@ pub(crate) fn parse_objects_collecting(
     let before = problems.len();
     let mut objects = Vec::with_capacity(doc.array.len());
     for (index, text) in doc.array.iter().enumerate() {
-        let parsed = serde_saphyr::from_str::<Fields>(text)
+        let parsed = serde_saphyr::from_str_with_options::<Fields>(text, yaml_options())
             .map_err(|e| {
                 let text = short(&e);
                 let problem = if text.starts_with(JSON_KEYS) || text.starts_with(OBJECT_TAGS) {
@@ -548,13 +571,13 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         object: if name.is_empty() {
             "<unnamed>".to_owned()
         } else {
-            format!("\"{}\"", name.escape_debug())
+            format!("\"{}\"", quote(&name))
         },
         problem,
     };
     let selector = parse_selector(fields, &early_fail)?;
     let shown = match (&selector, name.is_empty()) {
-        (_, false) => format!("\"{}\"", name.escape_debug()),
+        (_, false) => format!("\"{}\"", quote(&name)),
         (Some(selector), true) => selector.to_string(),
         (None, true) => "<unnamed>".to_owned(),
     };
@@ -586,7 +609,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         other => {
             return Err(fail(format!(
                 "objectType \"{}\" is not one of secret, key, cert (names are case-sensitive)",
-                other.escape_debug()
+                quote(other)
             )));
         }
     };
@@ -610,7 +633,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         other => {
             return Err(fail(format!(
                 "objectFormat \"{}\" is not one of pem, pfx",
-                other.escape_debug()
+                quote(other)
             )));
         }
     };
@@ -629,7 +652,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         other => {
             return Err(fail(format!(
                 "objectEncoding \"{}\" is not one of utf-8, hex, base64",
-                other.escape_debug()
+                quote(other)
             )));
         }
     };
@@ -640,7 +663,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
     {
         return Err(fail(format!(
             "objectVersion \"{}\" is not a Key Vault version id (letters and digits, e.g. 32 hex characters)",
-            v.escape_debug()
+            quote(v)
         )));
     }
     if selector.is_none()
@@ -663,7 +686,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
             };
             return Err(fail(format!(
                 "{which} \"{}\" is not a usable file name: it {problem}",
-                file.escape_debug()
+                quote(file)
             )));
         }
     }
@@ -679,7 +702,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
         Some(parsed.ok_or_else(|| {
             fail(format!(
                 "filePermission \"{}\" is not an octal file mode such as 0644 or 0600 (at most 0777)",
-                permission_text.escape_debug()
+                quote(&permission_text)
             ))
         })?)
     };
@@ -695,7 +718,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
             .ok_or_else(|| {
                 fail(format!(
                     "objectVersionHistory \"{}\" is not a whole number from 0 to {MAX_VERSION_HISTORY}",
-                    history_text.escape_debug()
+                    quote(&history_text)
                 ))
             })?
             .max(1)
@@ -827,7 +850,7 @@ pub(crate) fn file_conflicts(objects: &[KeyVaultObject]) -> Vec<SpcError> {
         let shown = object.shown();
         'paths: for path in planned_paths(object) {
             let conflict = |other: &str| SpcError::FileConflict {
-                path: path.clone(),
+                path: quote(&path),
                 first: other.to_owned(),
                 second: shown.clone(),
             };
