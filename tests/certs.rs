@@ -9,14 +9,11 @@ use akv_csi_provider::v1alpha1::{MountResponse, VersionRequest};
 use base64::Engine;
 use serde_json::Value;
 use support::{
-    fake_azure::{CertificateImport, FakeAzure, SecretOpts},
-    provider::{Provider, mount_request, objects_yaml},
+    env::{CheckedEnv, SP_ID},
+    fake_azure::{CertificateImport, SecretOpts},
 };
 use tonic::Code;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const SP_ID: &str = "11111111-2222-3333-4444-555555555555";
-const SP_SECRET: &str = "sp-Secret~value.that-must-never-leak";
 const PKCS12: &str = "application/x-pkcs12";
 const PEM: &str = "application/x-pem-file";
 
@@ -48,36 +45,7 @@ fn key_lines(pem: &str) -> Vec<String> {
     lines
 }
 
-struct Env {
-    fake: FakeAzure,
-    provider: Provider,
-    cloud_file: String,
-    sensitive: Vec<String>,
-}
-
-impl Env {
-    async fn start(flags: &[&str]) -> Env {
-        let fake = FakeAzure::start().await;
-        fake.add_vault("kv1", TENANT);
-        fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
-        fake.grant("kv1", SP_ID, &["get", "list"]);
-        let cloud_file = fake.write_cloud_env_file().display().to_string();
-        let mut args = vec![
-            format!("--ca-file={}", fake.ca_file().display()),
-            "--resolve=*.vault.test=127.0.0.1".to_owned(),
-            "--resolve=login.test=127.0.0.1".to_owned(),
-            "-v=5".to_owned(),
-        ];
-        args.extend(flags.iter().map(|f| (*f).to_owned()));
-        let provider = Provider::start(&args);
-        Env {
-            fake,
-            provider,
-            cloud_file,
-            sensitive: vec![SP_SECRET.to_owned()],
-        }
-    }
-
+impl CheckedEnv {
     /// Imports a certificate whose secret is the PFX fixture `pfx/<case>.pfx`.
     fn import_pfx(&mut self, name: &str, case: &str, leaf: &str) -> String {
         let value = b64(&fixture(&format!("pfx/{case}.pfx")));
@@ -94,7 +62,7 @@ impl Env {
         content_type: &str,
         leaf: &str,
     ) -> String {
-        self.fake.import_certificate(
+        self.base.fake.import_certificate(
             "kv1",
             name,
             &CertificateImport {
@@ -104,34 +72,6 @@ impl Env {
                 jwk: None,
             },
         )
-    }
-
-    async fn mount(&self, objects: &[&str]) -> Result<MountResponse, tonic::Status> {
-        let params = vec![
-            ("keyvaultName", "kv1".to_owned()),
-            ("tenantID", TENANT.to_owned()),
-            ("cloudName", "AzureStackCloud".to_owned()),
-            ("cloudEnvFileName", self.cloud_file.clone()),
-            ("objects", objects_yaml(objects)),
-        ];
-        let secrets =
-            serde_json::json!({ "clientid": SP_ID, "clientsecret": SP_SECRET }).to_string();
-        let mut client = self.provider.client().await;
-        client
-            .mount(mount_request(&params, &secrets))
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    fn assert_no_leaks(&self) {
-        let logs = self.provider.logs();
-        assert!(!logs.is_empty(), "the provider logged nothing at -v=5");
-        for needle in &self.sensitive {
-            assert!(
-                !logs.contains(needle.as_str()),
-                "secret material leaked into the logs: {needle}\n{logs}"
-            );
-        }
     }
 }
 
@@ -179,7 +119,7 @@ const PFX_CASES: [(&str, &str); 14] = [
     ("certs-only", "leaf-rsa"),
 ];
 
-async fn mount_every_pfx_case(env: &mut Env, suffix: &str) {
+async fn mount_every_pfx_case(env: &mut CheckedEnv, suffix: &str) {
     let mut objects = Vec::new();
     let mut want_versions = Vec::new();
     for (case, leaf) in PFX_CASES {
@@ -188,7 +128,7 @@ async fn mount_every_pfx_case(env: &mut Env, suffix: &str) {
         want_versions.push((format!("secret/{case}"), version));
     }
     let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
-    let resp = env.mount(&objects).await.expect("mount");
+    let resp = env.mount_sp(&objects).await.expect("mount");
     for (case, _) in PFX_CASES {
         assert_eq!(
             String::from_utf8_lossy(file(&resp, case)),
@@ -201,7 +141,7 @@ async fn mount_every_pfx_case(env: &mut Env, suffix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkcs12_secrets_become_pem_chains_like_openssl() {
-    let mut env = Env::start(&[]).await;
+    let mut env = CheckedEnv::start(&[]).await;
     mount_every_pfx_case(&mut env, "expected").await;
     let logs = env.provider.logs();
     for case in ["rsa-missing-intermediate", "noid-chain"] {
@@ -221,7 +161,7 @@ async fn pkcs12_secrets_become_pem_chains_like_openssl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_chain_construction_key_vault_order_is_kept() {
-    let mut env = Env::start(&["--construct-pem-chain=false"]).await;
+    let mut env = CheckedEnv::start(&["--construct-pem-chain=false"]).await;
     mount_every_pfx_case(&mut env, "kvorder").await;
     assert!(!env.provider.logs().contains("keeping Key Vault's order"));
     env.assert_no_leaks();
@@ -229,14 +169,14 @@ async fn without_chain_construction_key_vault_order_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pem_passes_through_and_pfx_format_gives_the_stored_pfx() {
-    let mut env = Env::start(&[]).await;
+    let mut env = CheckedEnv::start(&[]).await;
     let bundle = text("pem-bundle.pem");
     env.sensitive.extend(key_lines(&bundle));
     let pem_version = env.import("pem-cert", bundle.clone(), PEM, "leaf-p384");
     let pfx = fixture("pfx/p256-chain.pfx");
     let pfx_version = env.import_pfx("pfx-cert", "p256-chain", "leaf-p256");
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: pem-cert\nobjectType: secret",
             // objectFormat does not change a PEM certificate.
             "objectName: pem-cert\nobjectType: secret\nobjectFormat: pfx\nobjectAlias: pem-as-pfx",
@@ -262,7 +202,7 @@ async fn pem_passes_through_and_pfx_format_gives_the_stored_pfx() {
 
     // objectEncoding cannot decode PEM text.
     let err = env
-        .mount(&["objectName: pfx-cert\nobjectType: secret\nobjectEncoding: base64"])
+        .mount_sp(&["objectName: pfx-cert\nobjectType: secret\nobjectEncoding: base64"])
         .await
         .expect_err("encoding of PEM");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -287,7 +227,7 @@ async fn pem_passes_through_and_pfx_format_gives_the_stored_pfx() {
     );
     for name in ["locked", "locked-legacy"] {
         let err = env
-            .mount(&[&format!("objectName: {name}\nobjectType: secret")])
+            .mount_sp(&[&format!("objectName: {name}\nobjectType: secret")])
             .await
             .expect_err("password");
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -300,7 +240,7 @@ async fn pem_passes_through_and_pfx_format_gives_the_stored_pfx() {
     }
     // ... which objectFormat: pfx still mounts as stored.
     assert!(
-        env.mount(&["objectName: locked\nobjectType: secret\nobjectFormat: pfx"])
+        env.mount_sp(&["objectName: locked\nobjectType: secret\nobjectFormat: pfx"])
             .await
             .is_ok()
     );
@@ -308,7 +248,7 @@ async fn pem_passes_through_and_pfx_format_gives_the_stored_pfx() {
     // A certificate-backed secret of another content type.
     env.import("odd", "value".to_owned(), "application/json", "leaf-rsa");
     let err = env
-        .mount(&["objectName: odd\nobjectType: secret"])
+        .mount_sp(&["objectName: odd\nobjectType: secret"])
         .await
         .expect_err("content type");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -322,7 +262,7 @@ async fn pem_passes_through_and_pfx_format_gives_the_stored_pfx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_files_hold_certificates_and_key() {
-    let mut env = Env::start(&["--write-cert-and-key-in-separate-files"]).await;
+    let mut env = CheckedEnv::start(&["--write-cert-and-key-in-separate-files"]).await;
     let v = env.import_pfx("tls", "rsa-chain-shuffled", "leaf-rsa");
     let expected = text("pfx/rsa-chain-shuffled.expected.pem");
     let key_end = expected.find("-----END PRIVATE KEY-----\n").expect("key") + 26;
@@ -335,7 +275,7 @@ async fn separate_files_hold_certificates_and_key() {
         .set_secret("kv1", "plain", "not a certificate", SecretOpts::default());
 
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: tls\nobjectType: secret\nfilePermission: \"0640\"",
             "objectName: tls\nobjectType: secret\nobjectFormat: pfx\nobjectAlias: bundle/tls.pfx",
             "objectName: pem-tls\nobjectType: secret",
@@ -396,7 +336,7 @@ async fn separate_files_hold_certificates_and_key() {
     // History: <alias>/<index> plus .crt and .key.
     let v2 = env.import_pfx("tls", "rsa-chain-ordered", "leaf-rsa");
     let resp = env
-        .mount(&["objectName: tls\nobjectType: secret\nobjectVersionHistory: 2"])
+        .mount_sp(&["objectName: tls\nobjectType: secret\nobjectVersionHistory: 2"])
         .await
         .expect("history");
     let paths: Vec<String> = files(&resp).into_iter().map(|f| f.0).collect();
@@ -416,7 +356,7 @@ async fn separate_files_hold_certificates_and_key() {
 
     // Another object may not take the name of a .crt file.
     let err = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: tls\nobjectType: secret",
             "objectName: plain\nobjectType: secret\nobjectAlias: tls.crt",
         ])
@@ -433,7 +373,7 @@ fn jwk(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_written_as_public_key_pem() {
-    let env = Env::start(&[]).await;
+    let env = CheckedEnv::start(&[]).await;
     let mut versions_want = Vec::new();
     let mut objects = Vec::new();
     for (name, kty) in [
@@ -453,7 +393,7 @@ async fn keys_are_written_as_public_key_pem() {
         versions_want.push((format!("key/{object}"), v));
     }
     let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
-    let resp = env.mount(&objects).await.expect("mount");
+    let resp = env.mount_sp(&objects).await.expect("mount");
     for (name, kty) in [
         ("leaf-rsa", "rsa"),
         ("leaf-rsa", "rsa-hsm"),
@@ -475,7 +415,7 @@ async fn keys_are_written_as_public_key_pem() {
     rotated["kty"] = "EC".into();
     let new = env.fake.set_key("kv1", "leaf-p256-ec", &rotated);
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             &format!("objectName: leaf-p256-ec\nobjectType: key\nobjectVersion: {old}"),
             "objectName: leaf-p256-ec\nobjectType: key\nobjectVersionHistory: 2\nobjectAlias: hist",
         ])
@@ -507,7 +447,7 @@ async fn keys_are_written_as_public_key_pem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_without_a_public_key_pem_and_key_permissions() {
-    let env = Env::start(&[]).await;
+    let env = CheckedEnv::start(&[]).await;
     env.fake.set_key("kv1", "leaf-rsa-rsa", &jwk("leaf-rsa"));
     // Types and curves without a public key PEM are named.
     env.fake.set_key(
@@ -523,7 +463,7 @@ async fn keys_without_a_public_key_pem_and_key_permissions() {
         ("bitcoin", "EC curve \"P-256K\""),
     ] {
         let err = env
-            .mount(&[&format!("objectName: {name}\nobjectType: key")])
+            .mount_sp(&[&format!("objectName: {name}\nobjectType: key")])
             .await
             .expect_err("unsupported");
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -539,7 +479,7 @@ async fn keys_without_a_public_key_pem_and_key_permissions() {
     off["y"] = off["x"].clone();
     env.fake.set_key("kv1", "off-curve", &off);
     let err = env
-        .mount(&["objectName: off-curve\nobjectType: key"])
+        .mount_sp(&["objectName: off-curve\nobjectType: key"])
         .await
         .expect_err("off curve");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -549,7 +489,7 @@ async fn keys_without_a_public_key_pem_and_key_permissions() {
     env.fake
         .grant("kv1", SP_ID, &["secrets/get", "secrets/list"]);
     let err = env
-        .mount(&["objectName: leaf-rsa-rsa\nobjectType: key"])
+        .mount_sp(&["objectName: leaf-rsa-rsa\nobjectType: key"])
         .await
         .expect_err("forbidden");
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -560,13 +500,13 @@ async fn keys_without_a_public_key_pem_and_key_permissions() {
         err.message()
     );
     let err = env
-        .mount(&["objectName: missing\nobjectType: key"])
+        .mount_sp(&["objectName: missing\nobjectType: key"])
         .await
         .expect_err("forbidden first");
     assert_eq!(err.code(), Code::PermissionDenied);
     env.fake.grant("kv1", SP_ID, &["keys/get"]);
     let err = env
-        .mount(&["objectName: missing\nobjectType: key"])
+        .mount_sp(&["objectName: missing\nobjectType: key"])
         .await
         .expect_err("not found");
     assert_eq!(err.code(), Code::NotFound);
@@ -576,12 +516,12 @@ async fn keys_without_a_public_key_pem_and_key_permissions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certs_are_the_leaf_as_pem() {
-    let mut env = Env::start(&[]).await;
+    let mut env = CheckedEnv::start(&[]).await;
     let v1 = env.import_pfx("web", "rsa-chain-shuffled", "leaf-rsa");
     let v2 = env.import_pfx("web", "p521-chain-legacy", "leaf-p521");
     let only = env.fake.set_certificate("kv1", "ca", &fixture("root.der"));
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: web\nobjectType: cert",
             &format!(
                 "objectName: web\nobjectType: cert\nobjectVersion: {v1}\nobjectAlias: web-old.crt"
@@ -612,7 +552,7 @@ async fn certs_are_the_leaf_as_pem() {
         ]
     );
     let err = env
-        .mount(&["objectName: nope\nobjectType: cert"])
+        .mount_sp(&["objectName: nope\nobjectType: cert"])
         .await
         .expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
@@ -635,7 +575,7 @@ fn truststore(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_fail_clearly_and_the_provider_keeps_serving() {
-    let env = Env::start(&["--write-cert-and-key-in-separate-files"]).await;
+    let env = CheckedEnv::start(&["--write-cert-and-key-in-separate-files"]).await;
     let pfx = fixture("pfx/rsa-chain-ordered.pfx");
     let leaf = fixture("leaf-rsa.der");
     let leaf_pem = text("leaf-rsa.crt.pem");
@@ -692,7 +632,7 @@ async fn hostile_values_fail_clearly_and_the_provider_keeps_serving() {
     ];
     for (name, kind, what) in cases {
         let err = env
-            .mount(&[&format!("objectName: {name}\nobjectType: {kind}")])
+            .mount_sp(&[&format!("objectName: {name}\nobjectType: {kind}")])
             .await
             .expect_err(name);
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
@@ -719,7 +659,7 @@ async fn hostile_values_fail_clearly_and_the_provider_keeps_serving() {
     );
     import("good", b64(&pfx), PKCS12, leaf);
     let resp = env
-        .mount(&["objectName: good\nobjectType: secret"])
+        .mount_sp(&["objectName: good\nobjectType: secret"])
         .await
         .expect("good");
     assert_eq!(

@@ -12,81 +12,24 @@ mod support;
 use akv_csi_provider::v1alpha1::MountResponse;
 use std::collections::BTreeMap;
 use support::{
-    fake_azure::{FakeAzure, SecretOpts},
-    provider::{Provider, http_get, mount_request, objects_yaml},
+    env::{CheckedEnv, SP_ID, TENANT},
+    fake_azure::SecretOpts,
+    provider::http_get,
 };
 use tonic::Code;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const SP_ID: &str = "11111111-2222-3333-4444-555555555555";
-const SP_SECRET: &str = "sp-Secret~value.that-must-never-leak";
-
-struct Env {
-    fake: FakeAzure,
-    provider: Provider,
-    cloud_file: String,
-    sensitive: Vec<String>,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let fake = FakeAzure::start().await;
-        fake.add_vault("kv1", TENANT);
-        fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
-        fake.grant("kv1", SP_ID, &["get", "list"]);
-        let cloud_file = fake.write_cloud_env_file().display().to_string();
-        let args = vec![
-            format!("--ca-file={}", fake.ca_file().display()),
-            "--resolve=*.vault.test=127.0.0.1".to_owned(),
-            "--resolve=login.test=127.0.0.1".to_owned(),
-            "-v=5".to_owned(),
-        ];
-        let provider = Provider::start(&args);
-        Env {
-            fake,
-            provider,
-            cloud_file,
-            sensitive: vec![SP_SECRET.to_owned()],
-        }
-    }
-
+impl CheckedEnv {
     fn secret(&mut self, vault: &str, name: &str, value: &str) -> String {
         self.secret_with(vault, name, value, SecretOpts::default())
     }
 
     fn secret_with(&mut self, vault: &str, name: &str, value: &str, opts: SecretOpts) -> String {
         self.sensitive.push(value.to_owned());
-        self.fake.set_secret(vault, name, value, opts)
-    }
-
-    async fn mount(&self, objects: &[&str]) -> Result<MountResponse, tonic::Status> {
-        let params = vec![
-            ("keyvaultName", "kv1".to_owned()),
-            ("tenantID", TENANT.to_owned()),
-            ("cloudName", "AzureStackCloud".to_owned()),
-            ("cloudEnvFileName", self.cloud_file.clone()),
-            ("objects", objects_yaml(objects)),
-        ];
-        let secrets = serde_json::json!({ "clientid": SP_ID, "clientsecret": SP_SECRET });
-        let mut client = self.provider.client().await;
-        client
-            .mount(mount_request(&params, &secrets.to_string()))
-            .await
-            .map(tonic::Response::into_inner)
+        self.base.fake.set_secret(vault, name, value, opts)
     }
 
     async fn metrics(&self) -> String {
         http_get(self.provider.metrics_port, "/metrics").await.1
-    }
-
-    fn assert_no_leaks(&self) {
-        let logs = self.provider.logs();
-        for needle in &self.sensitive {
-            assert!(
-                !logs.contains(needle.as_str()),
-                "a secret leaked into the logs: {needle}\n{logs}"
-            );
-        }
     }
 }
 
@@ -118,12 +61,12 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_objects_are_skipped_with_a_warning_and_a_metric() {
-    let mut env = Env::start().await;
+    let mut env = CheckedEnv::start(&[]).await;
     let present = env.secret("kv1", "present", "value-present-7");
     let off = env.secret("kv1", "switched-off", "disabled-value");
     env.fake.disable_version("kv1", "switched-off", &off);
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: missing\nobjectType: secret\noptional: true",
             "objectName: present\nobjectType: secret\noptional: true",
             "objectName: switched-off\nobjectType: secret\noptional: \"true\"",
@@ -154,7 +97,7 @@ async fn optional_objects_are_skipped_with_a_warning_and_a_metric() {
 
     // Without optional, the same object fails the whole mount, as before.
     let err = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: present\nobjectType: secret",
             "objectName: missing\nobjectType: secret",
         ])
@@ -166,7 +109,7 @@ async fn optional_objects_are_skipped_with_a_warning_and_a_metric() {
     env.fake
         .set_secret("locked", "s", "v", SecretOpts::default());
     let err = env
-        .mount(&["objectName: s\nobjectType: secret\noptional: true\nkeyvaultName: locked"])
+        .mount_sp(&["objectName: s\nobjectType: secret\noptional: true\nkeyvaultName: locked"])
         .await
         .expect_err("forbidden is not skipped");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -175,11 +118,11 @@ async fn optional_objects_are_skipped_with_a_warning_and_a_metric() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_keys_become_separate_files_with_their_own_versions() {
-    let mut env = Env::start().await;
+    let mut env = CheckedEnv::start(&[]).await;
     let json = r#"{"username":"app-user","password":"pa55-json-w0rd","conn":{"host":"db.internal","port":5432},"replicas":["r1","r2"]}"#;
     let version = env.secret("kv1", "db-creds", json);
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: db-creds\nobjectType: secret\nfilePermission: '0600'\njsonKeys:\n  - username\n  - key: password\n    alias: db/password\n  - key: conn.port\n    alias: db/port\n  - key: replicas.1\n    alias: replica\n  - key: conn\n    alias: conn.json",
         ])
         .await
@@ -213,7 +156,7 @@ async fn json_keys_become_separate_files_with_their_own_versions() {
     );
 
     let err = env
-        .mount(&["objectName: db-creds\nobjectType: secret\njsonKeys: [conn.user]"])
+        .mount_sp(&["objectName: db-creds\nobjectType: secret\njsonKeys: [conn.user]"])
         .await
         .expect_err("missing key");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -223,7 +166,7 @@ async fn json_keys_become_separate_files_with_their_own_versions() {
     );
     env.secret("kv1", "plain", "not-json-at-all");
     let err = env
-        .mount(&["objectName: plain\nobjectType: secret\njsonKeys: [a]"])
+        .mount_sp(&["objectName: plain\nobjectType: secret\njsonKeys: [a]"])
         .await
         .expect_err("not JSON");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -238,7 +181,7 @@ async fn json_keys_become_separate_files_with_their_own_versions() {
     // A file conflict between a key file and another object is caught before any read.
     env.fake.clear_requests();
     let err = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: db-creds\nobjectType: secret\njsonKeys: [username]",
             "objectName: plain\nobjectType: secret\nobjectAlias: username",
         ])
@@ -256,14 +199,14 @@ async fn json_keys_become_separate_files_with_their_own_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_may_come_from_several_vaults_with_one_identity() {
-    let mut env = Env::start().await;
+    let mut env = CheckedEnv::start(&[]).await;
     env.fake.add_vault("kv2", TENANT);
     env.fake.grant("kv2", SP_ID, &["get"]);
     let one = env.secret("kv1", "shared", "from-kv1");
     let two = env.secret("kv2", "shared", "from-kv2");
     let only = env.secret("kv2", "only-two", "second-vault");
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectName: shared\nobjectType: secret",
             "objectName: shared\nobjectType: secret\nkeyvaultName: kv2\nobjectAlias: shared-2",
             "objectName: only-two\nobjectType: secret\nkeyvaultName: KV2",
@@ -301,7 +244,7 @@ async fn objects_may_come_from_several_vaults_with_one_identity() {
     env.fake.add_vault("kv3", TENANT);
     env.fake.set_secret("kv3", "x", "y", SecretOpts::default());
     let err = env
-        .mount(&["objectName: x\nobjectType: secret\nkeyvaultName: kv3"])
+        .mount_sp(&["objectName: x\nobjectType: secret\nkeyvaultName: kv3"])
         .await
         .expect_err("no grant on kv3");
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -321,7 +264,7 @@ fn tagged(tags: &[(&str, &str)]) -> SecretOpts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
-    let mut env = Env::start().await;
+    let mut env = CheckedEnv::start(&[]).await;
     env.fake.set_page_size(2);
     let a = env.secret_with(
         "kv1",
@@ -346,7 +289,7 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
     env.secret_with("kv1", "misc", "v-misc-9f", tagged(&[("team", "Payments")]));
 
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectNamePrefix: app-\nobjectType: secret\nobjectAlias: app\nfilePermission: '0640'",
         ])
         .await
@@ -373,7 +316,7 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
     assert!(listings >= 3, "paged listing: {listings}");
 
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectTags:\n  team: payments\nobjectType: secret",
             "objectName: misc\nobjectType: secret\nobjectAlias: misc-file",
         ])
@@ -392,7 +335,7 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
 
     // Prefix and tags together, and an explicit object writing a selected name: conflict.
     let err = env
-        .mount(&[
+        .mount_sp(&[
             "objectNamePrefix: app-\nobjectTags: {team: payments}\nobjectType: secret",
             "objectName: other\nobjectType: secret\nobjectAlias: app-alpha",
         ])
@@ -406,7 +349,7 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
 
     // Nothing matches: NotFound, unless optional.
     let err = env
-        .mount(&["objectNamePrefix: nope-\nobjectType: secret"])
+        .mount_sp(&["objectNamePrefix: nope-\nobjectType: secret"])
         .await
         .expect_err("no match");
     assert_eq!(err.code(), Code::NotFound);
@@ -417,7 +360,7 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
         err.message()
     );
     let resp = env
-        .mount(&[
+        .mount_sp(&[
             "objectNamePrefix: nope-\nobjectType: secret\noptional: true",
             "objectName: other\nobjectType: secret",
         ])
@@ -434,13 +377,13 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_entries_have_a_hard_cap_and_need_the_list_permission() {
-    let env = Env::start().await;
+    let env = CheckedEnv::start(&[]).await;
     for i in 0..101 {
         env.fake
             .set_secret("kv1", &format!("many-{i:03}"), "v", SecretOpts::default());
     }
     let err = env
-        .mount(&["objectNamePrefix: many-\nobjectType: secret"])
+        .mount_sp(&["objectNamePrefix: many-\nobjectType: secret"])
         .await
         .expect_err("over the cap");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -455,7 +398,7 @@ async fn bulk_entries_have_a_hard_cap_and_need_the_list_permission() {
         "no value was read"
     );
     let resp = env
-        .mount(&["objectNamePrefix: many-05\nobjectType: secret"])
+        .mount_sp(&["objectNamePrefix: many-05\nobjectType: secret"])
         .await
         .expect("ten match");
     assert_eq!(resp.files.len(), 10);
@@ -463,7 +406,7 @@ async fn bulk_entries_have_a_hard_cap_and_need_the_list_permission() {
     env.fake.revoke("kv1", SP_ID);
     env.fake.grant("kv1", SP_ID, &["get"]);
     let err = env
-        .mount(&["objectNamePrefix: many-\nobjectType: secret"])
+        .mount_sp(&["objectNamePrefix: many-\nobjectType: secret"])
         .await
         .expect_err("no list permission");
     assert_eq!(err.code(), Code::PermissionDenied);

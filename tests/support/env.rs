@@ -127,3 +127,42 @@ pub fn files(r: &MountResponse) -> Vec<(String, Vec<u8>)> {
         .map(|f| (f.path.clone(), f.contents.clone()))
         .collect()
 }
+
+/// An [`Env`] that also remembers the secret material a test stored, to check that none of it
+/// reaches the provider's log.
+pub struct CheckedEnv {
+    /// The environment.
+    pub base: Env,
+    /// Strings that must never appear in the provider's output.
+    pub sensitive: Vec<String>,
+}
+
+impl std::ops::Deref for CheckedEnv {
+    type Target = Env;
+
+    fn deref(&self) -> &Env {
+        &self.base
+    }
+}
+
+impl CheckedEnv {
+    /// Starts an [`Env`] with `flags`; the service principal's secret is already sensitive.
+    pub async fn start(flags: &[&str]) -> CheckedEnv {
+        CheckedEnv {
+            base: Env::start(flags).await,
+            sensitive: vec![SP_SECRET.to_owned()],
+        }
+    }
+
+    /// Panics when the provider logged nothing or logged any sensitive string.
+    pub fn assert_no_leaks(&self) {
+        let logs = self.provider.logs();
+        assert!(!logs.is_empty(), "the provider logged nothing");
+        for needle in &self.sensitive {
+            assert!(
+                !logs.contains(needle.as_str()),
+                "secret material leaked into the logs: {needle}\n{logs}"
+            );
+        }
+    }
+}
