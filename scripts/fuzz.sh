@@ -17,7 +17,7 @@ seconds=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(mount_request objects_yaml file_name object_encoding cloud_env)
+    targets=(mount_request objects_yaml file_name object_encoding cloud_env pfx pem_bundle chain_order jwk)
 fi
 sanitizer=${FUZZ_SANITIZER:-address}
 

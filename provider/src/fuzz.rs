@@ -2,14 +2,21 @@
 //! committed seeds and regressions as unit tests. Each checks invariants, not only "no panic".
 //!
 //! Untrusted inputs covered: the Mount request (`attributes` JSON, `secrets` JSON, `permission`),
-//! the `objects` YAML, file names, `objectEncoding` decoding and Azure Stack cloud files.
+//! the `objects` YAML, file names, `objectEncoding` decoding, Azure Stack cloud files, and what
+//! Key Vault returns: PKCS#12 (PFX) values, PEM bundles, certificate chains to order and JSON Web
+//! Keys to write as public keys.
 //!
 //! Panicking on a broken invariant is how a fuzz target reports it.
-#![allow(clippy::missing_panics_doc, clippy::panic)]
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::panic,
+    clippy::expect_used,
+    clippy::unwrap_used
+)]
 
 use crate::{
     cloud::{CloudEnvironment, CloudName},
-    convert,
+    convert::{self, ConvertError, chain, jwk, pem, private_key},
     grpc::to_status,
     mount::{self, MountError},
     sensitive::SecretBytes,
@@ -17,6 +24,7 @@ use crate::{
     v1alpha1::MountRequest,
 };
 use std::collections::BTreeMap;
+use zeroize::Zeroizing;
 
 /// Largest gRPC status message (bytes).
 const MAX_MESSAGE: usize = crate::grpc::MAX_MESSAGE_BYTES;
@@ -282,6 +290,488 @@ pub fn cloud_env(data: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// What Key Vault returns: PFX values, PEM bundles, certificate chains, JSON Web Keys.
+
+/// The status message a conversion error becomes, checked: a kind, bounded, printable.
+fn check_convert_error(error: ConvertError) -> String {
+    assert!(!error.kind().is_empty());
+    let message = to_status(&MountError::Convert(error)).message().to_owned();
+    check_message(&message);
+    message
+}
+
+/// The DER of the one PEM block of `text`, which must carry `label` and be written the way
+/// `openssl` writes it (BEGIN line, 64-column base64 lines, END line, final newline).
+fn one_block(text: &[u8], label: &str) -> Zeroizing<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----\n");
+    let end = format!("-----END {label}-----\n");
+    assert!(text.starts_with(begin.as_bytes()) && text.ends_with(end.as_bytes()));
+    assert!(
+        text.split(|b| *b == b'\n').all(|line| line.len() <= 64),
+        "a PEM line longer than 64 columns"
+    );
+    let mut blocks = pem::parse_blocks(text).expect("our own PEM reads back");
+    assert_eq!(blocks.len(), 1, "one block expected");
+    let block = blocks.pop().expect("one block");
+    assert_eq!(block.label, label);
+    block.der
+}
+
+/// A private key written by the provider is PKCS#8 that converts to itself.
+fn check_private_key(text: &SecretBytes) {
+    let der = one_block(text.expose(), pem::PRIVATE_KEY);
+    let again = private_key::to_pkcs8(&der, private_key::KeyFormat::Pkcs8)
+        .expect("a written private key reads back as PKCS#8");
+    assert_eq!(
+        again.expose(),
+        der.as_slice(),
+        "PKCS#8 output is not stable"
+    );
+}
+
+/// Base64 body lines of a PEM text (16 characters or more), except text that also appears on a
+/// BEGIN or END line (labels may be quoted in messages).
+fn body_lines(data: &[u8]) -> Vec<&str> {
+    let lines: Vec<&[u8]> = data.split(|b| *b == b'\n' || *b == b'\r').collect();
+    let markers: Vec<&[u8]> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.windows(5).any(|w| w == b"-----"))
+        .collect();
+    lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            l.len() >= 16
+                && l.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        })
+        .filter(|l| !markers.iter().any(|m| m.windows(l.len()).any(|w| w == *l)))
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .collect()
+}
+
+/// A PEM bundle (certificate-backed secret of content type `application/x-pem-file`) through
+/// `split_pem`: every certificate block comes out unchanged and in order, every private key as
+/// stable PKCS#8, and the combined file reads back to the same files. Errors are bounded,
+/// printable and never quote the body (which may be a private key).
+pub fn pem_bundle(data: &[u8]) {
+    let value = SecretBytes::new(data.to_vec());
+    match convert::split_pem(&value, "secret/fuzz") {
+        Ok(files) => {
+            let blocks = pem::parse_blocks(data).expect("split_pem read these blocks");
+            let certs: Vec<&pem::Block> = blocks
+                .iter()
+                .filter(|b| b.label == pem::CERTIFICATE)
+                .collect();
+            let keys = blocks
+                .iter()
+                .filter(|b| {
+                    matches!(
+                        b.label.as_str(),
+                        pem::PRIVATE_KEY | pem::RSA_PRIVATE_KEY | pem::EC_PRIVATE_KEY
+                    )
+                })
+                .count();
+            assert_eq!(files.certs.len(), certs.len());
+            assert_eq!(files.keys.len(), keys);
+            for (out, block) in files.certs.iter().zip(&certs) {
+                assert_eq!(*one_block(out, pem::CERTIFICATE), *block.der);
+            }
+            files.keys.iter().for_each(check_private_key);
+            let again = convert::split_pem(&files.combined(), "secret/fuzz")
+                .expect("the combined file reads back");
+            assert_eq!(again.certs, files.certs);
+            assert!(
+                again
+                    .keys
+                    .iter()
+                    .map(SecretBytes::expose)
+                    .eq(files.keys.iter().map(SecretBytes::expose))
+            );
+        }
+        Err(e) => {
+            let message = check_convert_error(e);
+            for line in body_lines(data) {
+                assert!(!message.contains(line), "PEM body text in {message:?}");
+            }
+        }
+    }
+}
+
+/// A PFX (the fuzz input is the DER; Key Vault's value is its base64) through `pkcs12_to_pem`:
+/// within the limits; keys as stable PKCS#8; certificates valid X.509 in Key Vault's order, or
+/// with `construct_chain` exactly in the order `chain::order` gives (checked by
+/// [`chain_order`]'s rules); the PEM path reads the written files back to the same files.
+pub fn pfx(data: &[u8]) {
+    use base64::Engine;
+    let value = SecretBytes::new(
+        base64::engine::general_purpose::STANDARD
+            .encode(data)
+            .into_bytes(),
+    );
+    let files = match convert::pkcs12_to_pem(&value, false, "secret/fuzz") {
+        Ok(files) => files,
+        Err(e) => {
+            check_convert_error(e);
+            return;
+        }
+    };
+    assert!(files.keys.len() <= convert::pkcs12::MAX_KEYS);
+    assert!(files.certs.len() <= convert::pkcs12::MAX_CERTIFICATES);
+    assert!(!files.keys.is_empty() || !files.certs.is_empty());
+    files.keys.iter().for_each(check_private_key);
+    let ders: Vec<Zeroizing<Vec<u8>>> = files
+        .certs
+        .iter()
+        .map(|c| one_block(c, pem::CERTIFICATE))
+        .collect();
+    let refs: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
+    let again = convert::split_pem(&files.combined(), "secret/fuzz")
+        .expect("the PEM path reads the PFX path's files (every certificate valid X.509)");
+    assert_eq!(again.certs, files.certs);
+    match (
+        chain::order(&refs),
+        convert::pkcs12_to_pem(&value, true, "secret/fuzz"),
+    ) {
+        (Ok(order), Ok(chained)) => {
+            check_order(&refs, &order);
+            let want: Vec<&[u8]> = order
+                .indices(refs.len())
+                .into_iter()
+                .map(|i| refs[i])
+                .collect();
+            let got: Vec<Zeroizing<Vec<u8>>> = chained
+                .certs
+                .iter()
+                .map(|c| one_block(c, pem::CERTIFICATE))
+                .collect();
+            assert!(got.iter().map(|g| g.as_slice()).eq(want));
+            assert!(
+                chained
+                    .keys
+                    .iter()
+                    .map(SecretBytes::expose)
+                    .eq(files.keys.iter().map(SecretBytes::expose))
+            );
+        }
+        (Err(_), Err(e)) => {
+            check_convert_error(e);
+        }
+        (order, chained) => panic!(
+            "ordering alone ({}) and the conversion ({}) disagree",
+            order.is_ok(),
+            chained.is_ok()
+        ),
+    }
+}
+
+/// Certificates for [`chain_order`]: the fixtures of a five-certificate chain, leaves of each key
+/// type, certificates without key identifiers and a self-signed one.
+const CERT_POOL: [&[u8]; 12] = [
+    include_bytes!("../../tests/fixtures/certs/root.der"),
+    include_bytes!("../../tests/fixtures/certs/int1.der"),
+    include_bytes!("../../tests/fixtures/certs/int2.der"),
+    include_bytes!("../../tests/fixtures/certs/int3.der"),
+    include_bytes!("../../tests/fixtures/certs/leaf-rsa.der"),
+    include_bytes!("../../tests/fixtures/certs/leaf-p256.der"),
+    include_bytes!("../../tests/fixtures/certs/leaf-p384.der"),
+    include_bytes!("../../tests/fixtures/certs/leaf-p521.der"),
+    include_bytes!("../../tests/fixtures/certs/noid-root.der"),
+    include_bytes!("../../tests/fixtures/certs/noid-leaf.der"),
+    include_bytes!("../../tests/fixtures/certs/self-signed.der"),
+    include_bytes!("../../tests/fixtures/certs/leaf-rsa.der"),
+];
+
+/// The certificates a [`chain_order`] input describes. Each byte `b` with `b % 4 != 3` appends
+/// pool certificate `b / 4`; `b % 4 == 3` damages the last certificate: the next two bytes give
+/// an offset, the third a value XORed there (0 cuts the certificate at that offset). At most
+/// as many certificates as one PFX may hold.
+fn certs_of(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = data.iter().copied();
+    while let Some(b) = bytes.next() {
+        if b % 4 != 3 {
+            if certs.len() < convert::pkcs12::MAX_CERTIFICATES {
+                certs.push(CERT_POOL[usize::from(b / 4) % CERT_POOL.len()].to_vec());
+            }
+            continue;
+        }
+        let (Some(hi), Some(lo), Some(x)) = (bytes.next(), bytes.next(), bytes.next()) else {
+            break;
+        };
+        let Some(last) = certs.last_mut().filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        let offset = usize::from(u16::from_be_bytes([hi, lo])) % last.len();
+        if x == 0 {
+            last.truncate(offset);
+        } else {
+            last[offset] ^= x;
+        }
+    }
+    certs
+}
+
+/// SubjectKeyIdentifier and AuthorityKeyIdentifier (key id) of a certificate, read here with
+/// x509-parser's typed accessors, apart from `chain`'s reading.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyIds {
+    subject: Option<Vec<u8>>,
+    authority: Option<Vec<u8>>,
+}
+
+fn key_ids_of(der: &[u8]) -> Option<KeyIds> {
+    use x509_parser::extensions::ParsedExtension;
+    let (rest, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let mut ids = KeyIds {
+        subject: None,
+        authority: None,
+    };
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => {
+                ids.subject = Some(id.0.to_vec()).filter(|v| !v.is_empty());
+            }
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                ids.authority = aki
+                    .key_identifier
+                    .as_ref()
+                    .map(|id| id.0.to_vec())
+                    .filter(|v| !v.is_empty());
+            }
+            _ => {}
+        }
+    }
+    Some(ids)
+}
+
+/// The rules of an ordering: a chain covers every distinct certificate exactly once, each one
+/// issued by the next (AuthorityKeyId = next SubjectKeyId), duplicates counted; when subject key
+/// ids are unique the leaf issued none of the others. Keeping the order needs two or more.
+fn check_order(certs: &[&[u8]], order: &chain::Order) {
+    let n = certs.len();
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    for cert in certs {
+        if !distinct.contains(cert) {
+            distinct.push(cert);
+        }
+    }
+    match order {
+        chain::Order::Kept(_) => {
+            assert!(distinct.len() >= 2, "kept the order of one certificate");
+            assert_eq!(order.indices(n), (0..n).collect::<Vec<_>>());
+        }
+        chain::Order::Chain {
+            indices,
+            duplicates,
+        } => {
+            assert_eq!(indices.len() + duplicates, n);
+            assert_eq!(indices.len(), distinct.len());
+            assert!(indices.iter().all(|&i| i < n));
+            let chained: Vec<&[u8]> = indices.iter().map(|&i| certs[i]).collect();
+            assert!(distinct.iter().all(|d| chained.contains(d)));
+            let ids: Vec<KeyIds> = chained
+                .iter()
+                .map(|c| key_ids_of(c).expect("an ordered certificate parses"))
+                .collect();
+            for pair in ids.windows(2) {
+                assert!(
+                    pair[0].authority.is_some() && pair[0].authority == pair[1].subject,
+                    "a certificate of the chain is not issued by the next one"
+                );
+            }
+            let mut subjects: Vec<&Vec<u8>> =
+                ids.iter().filter_map(|i| i.subject.as_ref()).collect();
+            subjects.sort();
+            subjects.dedup();
+            let unique = subjects.len() == ids.iter().filter(|i| i.subject.is_some()).count();
+            if unique && let Some((leaf, others)) = ids.split_first() {
+                assert!(
+                    leaf.subject.is_none() || others.iter().all(|o| o.authority != leaf.subject),
+                    "the first certificate issued another one"
+                );
+            }
+        }
+    }
+}
+
+/// Chain ordering over pool certificates, duplicated, damaged or cut: an error exactly when a
+/// certificate does not parse (and it names that one); an ordering that keeps [`check_order`]'s
+/// rules; with unique subject key ids, the same result for the input reversed.
+pub fn chain_order(data: &[u8]) {
+    let certs = certs_of(data);
+    let refs: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
+    let all_parse = refs.iter().all(|c| key_ids_of(c).is_some());
+    let order = match chain::order(&refs) {
+        Ok(order) => order,
+        Err(e) => {
+            let chain::ChainError::Certificate { index, .. } = &e;
+            assert!(*index < refs.len() && key_ids_of(refs[*index]).is_none());
+            assert!(!all_parse);
+            check_convert_error(ConvertError::Chain {
+                object: "secret/fuzz".into(),
+                source: e,
+            });
+            return;
+        }
+    };
+    assert!(
+        all_parse,
+        "ordered certificates of which one does not parse"
+    );
+    check_order(&refs, &order);
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    for cert in &refs {
+        if !distinct.contains(cert) {
+            distinct.push(cert);
+        }
+    }
+    let mut subjects: Vec<Vec<u8>> = distinct
+        .iter()
+        .filter_map(|c| key_ids_of(c)?.subject)
+        .collect();
+    let with_subject = subjects.len();
+    subjects.sort();
+    subjects.dedup();
+    let unique = subjects.len() == with_subject;
+    if unique {
+        let reversed: Vec<&[u8]> = refs.iter().rev().copied().collect();
+        let again = chain::order(&reversed).expect("the same certificates parse");
+        match (&order, &again) {
+            (chain::Order::Kept(a), chain::Order::Kept(b)) => assert_eq!(a, b),
+            (chain::Order::Chain { indices: a, .. }, chain::Order::Chain { indices: b, .. }) => {
+                assert!(
+                    a.iter()
+                        .map(|&i| refs[i])
+                        .eq(b.iter().map(|&i| reversed[i])),
+                    "the chain depends on Key Vault's order"
+                );
+            }
+            _ => panic!("ordering depends on Key Vault's order: {order:?} / {again:?}"),
+        }
+    }
+}
+
+/// Key types and curves a [`jwk`] input chooses from: the ones Key Vault returns, and others.
+const KEY_TYPES: [&str; 8] = [
+    "RSA",
+    "RSA-HSM",
+    "EC",
+    "EC-HSM",
+    "oct",
+    "oct-HSM",
+    "",
+    "EC\n\u{1b}[31m\"x\"",
+];
+const CURVES: [Option<&str>; 7] = [
+    None,
+    Some("P-256"),
+    Some("P-384"),
+    Some("P-521"),
+    Some("P-256K"),
+    Some("p-256"),
+    Some("P-256\r\n\u{0}"),
+];
+
+/// A JSON Web Key as Key Vault returns it, to a PEM public key. Input: key type, curve, a bit
+/// mask of present fields, then `n`, `e`, `x`, `y` each as a 2-byte length and bytes. A written
+/// key is a SubjectPublicKeyInfo of the right algorithm holding exactly the given modulus and
+/// exponent, or the uncompressed point padded to the curve size; unknown key types and curves are
+/// "unsupported"; errors are bounded and printable.
+pub fn jwk(data: &[u8]) {
+    use x509_parser::{
+        oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION},
+        prelude::FromDer,
+        public_key::PublicKey,
+        x509::SubjectPublicKeyInfo,
+    };
+    let [kty, crv, present, tail @ ..] = data else {
+        return;
+    };
+    let mut rest: &[u8] = tail;
+    let kty = KEY_TYPES[usize::from(*kty) % KEY_TYPES.len()];
+    let crv = CURVES[usize::from(*crv) % CURVES.len()];
+    let mut fields: [Option<&[u8]>; 4] = [None; 4];
+    for (i, field) in fields.iter_mut().enumerate() {
+        let len = match rest {
+            [hi, lo, tail @ ..] => {
+                rest = tail;
+                usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len())
+            }
+            _ => 0,
+        };
+        let (value, tail) = rest.split_at(len);
+        rest = tail;
+        if present & (1 << i) != 0 {
+            *field = Some(value);
+        }
+    }
+    let [n, e, x, y] = fields;
+    let key = jwk::PublicJwk {
+        kty,
+        crv,
+        n,
+        e,
+        x,
+        y,
+    };
+    let strip = |b: &[u8]| -> Vec<u8> { b.iter().copied().skip_while(|v| *v == 0).collect() };
+    match convert::public_key_pem(&key, "key/fuzz") {
+        Ok(text) => {
+            let der = one_block(text.expose(), pem::PUBLIC_KEY);
+            let (rest, spki) =
+                SubjectPublicKeyInfo::from_der(&der).expect("a SubjectPublicKeyInfo");
+            assert!(rest.is_empty());
+            match kty {
+                "RSA" | "RSA-HSM" => {
+                    assert_eq!(spki.algorithm.algorithm, OID_PKCS1_RSAENCRYPTION);
+                    let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
+                        panic!("not an RSA public key");
+                    };
+                    assert_eq!(strip(rsa.modulus), strip(n.unwrap_or_default()));
+                    assert_eq!(strip(rsa.exponent), strip(e.unwrap_or_default()));
+                }
+                "EC" | "EC-HSM" => {
+                    assert_eq!(spki.algorithm.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
+                    let size = match crv {
+                        Some("P-256") => 32,
+                        Some("P-384") => 48,
+                        Some("P-521") => 66,
+                        other => panic!("accepted curve {other:?}"),
+                    };
+                    let point = &spki.subject_public_key.data;
+                    assert_eq!(point.len(), 1 + 2 * size);
+                    assert_eq!(point[0], 4);
+                    assert_eq!(strip(&point[1..=size]), strip(x.unwrap_or_default()));
+                    assert_eq!(strip(&point[1 + size..]), strip(y.unwrap_or_default()));
+                }
+                other => panic!("accepted key type {other:?}"),
+            }
+        }
+        Err(e) => {
+            if !matches!(kty, "RSA" | "RSA-HSM" | "EC" | "EC-HSM") {
+                assert_eq!(e.kind(), "unsupported_key_type");
+            }
+            if matches!(kty, "EC" | "EC-HSM")
+                && crv.is_some_and(|c| !matches!(c, "P-256" | "P-384" | "P-521"))
+                && e.kind() != "key_malformed"
+            {
+                assert_eq!(e.kind(), "unsupported_curve");
+            }
+            assert_eq!(
+                e.is_unsupported(),
+                matches!(e.kind(), "unsupported_key_type" | "unsupported_curve")
+            );
+            check_convert_error(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,12 +781,16 @@ mod tests {
     #[test]
     fn seeds_and_regressions_replay_cleanly() {
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 5] = [
+        let targets: [(&str, Target); 9] = [
             ("mount_request", mount_request),
             ("objects_yaml", objects_yaml),
             ("file_name", file_name),
             ("object_encoding", object_encoding),
             ("cloud_env", cloud_env),
+            ("pfx", pfx),
+            ("pem_bundle", pem_bundle),
+            ("chain_order", chain_order),
+            ("jwk", jwk),
         ];
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
         let mut replayed = 0;
@@ -314,5 +808,84 @@ mod tests {
             }
         }
         assert!(replayed >= 20, "only {replayed} inputs replayed");
+    }
+
+    fn seed(target: &str, name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds")
+            .join(target)
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The seeds reach the success paths, where most invariants are checked.
+    #[test]
+    fn seeds_reach_the_success_paths() {
+        use base64::Engine;
+        let pfx = seed("pfx", "rsa-chain-shuffled");
+        let value = SecretBytes::new(
+            base64::engine::general_purpose::STANDARD
+                .encode(&pfx)
+                .into_bytes(),
+        );
+        let files = convert::pkcs12_to_pem(&value, true, "o").expect("PFX seed converts");
+        assert_eq!((files.keys.len(), files.certs.len()), (1, 5));
+
+        let bundle = SecretBytes::new(seed("pem_bundle", "pem-bundle-sec1"));
+        let files = convert::split_pem(&bundle, "o").expect("PEM seed converts");
+        assert!(!files.keys.is_empty() && !files.certs.is_empty());
+
+        let certs = certs_of(&seed("chain_order", "shuffled"));
+        let refs: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
+        assert!(matches!(
+            chain::order(&refs),
+            Ok(chain::Order::Chain { ref indices, .. }) if indices.len() == 5
+        ));
+        let damaged = certs_of(&seed("chain_order", "damaged-last"));
+        assert_eq!(damaged.len(), 5);
+        assert_ne!(damaged[4], CERT_POOL[0], "the damage op changed the root");
+
+        for name in ["leaf-rsa", "leaf-p256", "leaf-p384", "leaf-p521-hsm"] {
+            let data = seed("jwk", name);
+            let [kty, crv, ..] = data[..] else {
+                panic!("short seed {name}")
+            };
+            assert!(
+                usize::from(kty) % KEY_TYPES.len() <= 3 && usize::from(crv) % CURVES.len() <= 3,
+                "{name}"
+            );
+        }
+    }
+
+    /// The JWK seeds of the fixtures give the fixtures' public keys.
+    #[test]
+    fn jwk_seeds_give_the_fixture_keys() {
+        for name in ["leaf-rsa", "leaf-p256", "leaf-p384", "leaf-p521"] {
+            let data = seed("jwk", name);
+            let mut fields: Vec<Vec<u8>> = Vec::new();
+            let mut rest = &data[3..];
+            for _ in 0..4 {
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                fields.push(rest[2..2 + len].to_vec());
+                rest = &rest[2 + len..];
+            }
+            let present = |i: usize| (data[2] & (1 << i) != 0).then(|| fields[i].as_slice());
+            let key = jwk::PublicJwk {
+                kty: KEY_TYPES[usize::from(data[0])],
+                crv: CURVES[usize::from(data[1])],
+                n: present(0),
+                e: present(1),
+                x: present(2),
+                y: present(3),
+            };
+            let pem_text = convert::public_key_pem(&key, "o").expect("fixture key converts");
+            let want = std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/fixtures/certs")
+                    .join(format!("{name}.pub.pem")),
+            )
+            .expect("fixture");
+            assert_eq!(pem_text.expose(), want.as_slice(), "{name}");
+        }
     }
 }
