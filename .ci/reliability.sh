@@ -4,12 +4,12 @@
 # leak scan of every provider log, and every fuzz seed and regression input (fuzz::tests).
 #
 # Here: reduced load and soak (debug build, reusing the test build; well under 60 s), and a short
-# run of every fuzz target when cargo-fuzz and its build are cached in .cache/. Installing
-# cargo-fuzz (~2 min) and building the targets with the sanitizer (~12 min on 2 cores) do not fit
-# this stage's budget, so a clean clone skips the fuzz runs unless RELIABILITY_FUZZ=1.
+# run of every fuzz target (scripts/fuzz.sh). On a clean clone that installs cargo-fuzz into
+# .cache/ (~2 min) and builds the targets with AddressSanitizer (~12 min on 2 cores); when
+# cargo-fuzz cannot be installed (no registry), the fuzz runs are skipped with a message and the
+# seeds and regressions still ran as unit tests. A crash or a failed build fails the stage.
 #
-# Env: RELIABILITY_FUZZ=1 installs and builds cargo-fuzz into .cache/ when missing;
-#      RELIABILITY_FUZZ_SECONDS (default 10) per target.
+# Env: RELIABILITY_FUZZ=0 skips the fuzz runs; RELIABILITY_FUZZ_SECONDS (default 10) per target.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,21 +28,33 @@ if [ "$rc" != 0 ]; then
     exit "$rc"
 fi
 
-stage "fuzz smoke"
-fuzz_ready=0
-if [ -x .cache/cargo-fuzz/bin/cargo-fuzz ] || command -v cargo-fuzz >/dev/null; then
-    if [ -d .cache/fuzz-target ] || [ "${RELIABILITY_FUZZ:-0}" = 1 ]; then
-        fuzz_ready=1
-    fi
-elif [ "${RELIABILITY_FUZZ:-0}" = 1 ]; then
-    fuzz_ready=1
-fi
-if [ "$fuzz_ready" = 1 ]; then
-    FUZZ_INSTALL=1 scripts/fuzz.sh "${RELIABILITY_FUZZ_SECONDS:-10}"
+stage "fuzz smoke: every target ${RELIABILITY_FUZZ_SECONDS:-10} s"
+if [ "${RELIABILITY_FUZZ:-1}" = 0 ]; then
+    echo "skipped: RELIABILITY_FUZZ=0. The seeds and regressions of every target ran as unit"
+    echo "tests (fuzz::tests) in cargo test."
 else
-    echo "skipped: cargo-fuzz and its build are not cached in .cache/ (RELIABILITY_FUZZ=1 installs"
-    echo "and builds them, about 14 minutes on 2 cores). The seeds and regressions of every target"
-    echo "ran as unit tests (fuzz::tests) in cargo test."
+    export PATH="$PWD/.cache/cargo-fuzz/bin:$PATH"
+    if ! command -v cargo-fuzz >/dev/null; then
+        install_log=$(mktemp)
+        if ! cargo install cargo-fuzz --locked --root .cache/cargo-fuzz >"$install_log" 2>&1; then
+            tail -20 "$install_log"
+            echo "SKIPPED: cargo-fuzz cannot be installed here (above), so no fuzz runs. The seeds"
+            echo "and regressions of every target ran as unit tests (fuzz::tests) in cargo test."
+        fi
+        rm -f "$install_log"
+    fi
+    if command -v cargo-fuzz >/dev/null; then
+        fuzz_log=$(mktemp)
+        rc=0
+        scripts/fuzz.sh "${RELIABILITY_FUZZ_SECONDS:-10}" 2>"$fuzz_log" || rc=$?
+        grep -E '^ *Finished|error' "$fuzz_log" || true
+        if [ "$rc" != 0 ]; then
+            tail -50 "$fuzz_log"
+            rm -f "$fuzz_log"
+            exit "$rc"
+        fi
+        rm -f "$fuzz_log"
+    fi
 fi
 
 stage "reliability done in $(( $(date +%s) - start ))s"

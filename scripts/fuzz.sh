@@ -45,6 +45,7 @@ for target in "${targets[@]}"; do
     dict=()
     case "$target" in
         mount_request | objects_yaml) dict=(-dict=fuzz/dict/spc.dict) ;;
+        pem_bundle) dict=(-dict=fuzz/dict/pem.dict) ;;
     esac
     # The binaries run directly: no cargo process competes with the fuzzer.
     set +e
@@ -62,6 +63,7 @@ for target in "${targets[@]}"; do
     else
         outcome="CRASH(exit $rc, see $log and $artifacts)"
         status=1
+        grep -vE '^#[0-9]+' "$log" | tail -40 >&2
     fi
     echo "FUZZ target=$target seconds=$seconds sanitizer=$sanitizer execs=$(stat number_of_executed_units) execs_per_s=$(stat average_exec_per_sec) coverage=${cov:-?} features=${features:-?} corpus=$(find "$corpus" -type f | wc -l) peak_rss_mb=$(stat peak_rss_mb) outcome=$outcome"
 done

@@ -24,6 +24,7 @@ pub mod sensitive;
 pub mod server;
 pub mod spc;
 pub mod telemetry;
+pub mod text;
 pub mod transport;
 pub mod validate;
 

@@ -92,7 +92,7 @@ pub fn spki_der(jwk: &PublicJwk<'_>) -> Result<Vec<u8>, JwkError> {
         "RSA" | "RSA-HSM" => rsa_spki(jwk),
         "EC" | "EC-HSM" => ec_spki(jwk),
         other => Err(JwkError::UnsupportedKeyType {
-            kty: other.chars().take(32).collect(),
+            kty: crate::text::printable(other, 32),
         }),
     }
 }
@@ -175,7 +175,7 @@ fn ec_spki(jwk: &PublicJwk<'_>) -> Result<Vec<u8>, JwkError> {
             .to_public_key_der(),
         other => {
             return Err(JwkError::UnsupportedCurve {
-                crv: other.chars().take(32).collect(),
+                crv: crate::text::printable(other, 32),
             });
         }
     };

@@ -134,7 +134,7 @@ pub(crate) fn clip(text: &str) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default()
         .trim();
-    let mut out: String = line.chars().take(MAX_DETAIL_CHARS).collect();
+    let mut out = crate::text::printable(line, MAX_DETAIL_CHARS);
     if line.chars().count() > MAX_DETAIL_CHARS {
         out.push('…');
     }
@@ -185,7 +185,7 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         }
         joined.push_str(&part);
     }
-    with_hint(&clip_middle(&joined))
+    with_hint(&clip_middle(&crate::text::printable(&joined, usize::MAX)))
 }
 
 /// One line of at most [`MAX_DETAIL_CHARS`] characters: head and tail, the middle elided.

@@ -584,7 +584,7 @@ async fn secret_files(
     } else {
         return Err(ConvertError::ContentType {
             object: label.to_owned(),
-            content_type: content_type.chars().take(64).collect(),
+            content_type: crate::text::printable(content_type, 64),
         });
     };
     let mut files = Vec::with_capacity(3);

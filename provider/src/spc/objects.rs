@@ -298,16 +298,7 @@ struct ObjectsDoc {
 fn short(e: &serde_saphyr::Error) -> String {
     // YAML errors can quote input; keep the first line, cut to a sane length, escaped.
     let text = e.to_string();
-    let line = text.lines().next().unwrap_or_default();
-    let mut out = String::new();
-    for c in line.chars().take(200) {
-        if c.is_control() {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::printable(text.lines().next().unwrap_or_default(), 200)
 }
 
 /// YAML limits far above any real `objects` (1000 objects are about 2000 nodes outside and 25
