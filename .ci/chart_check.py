@@ -259,8 +259,11 @@ def binary_flags() -> dict[str, dict[str, Any]]:
     "range": (min, max) for integer flags (value_parser range, else the type's bounds) or None}.
     """
     source = CLI_RS.read_text()
-    body = source[source.index("pub struct Config"):]
-    body = body[:body.index("\n}\n")]
+    body = ""
+    # Config, and the flag groups it flattens in (the same file).
+    for struct in ("pub struct Config", "pub struct Connection"):
+        part = source[source.index(struct):]
+        body += part[:part.index("\n}\n")] + "\n"
     flags: dict[str, dict[str, Any]] = {}
     for attrs, field, rust_type in re.findall(
             r"((?:#\[arg\([^\]]*\)\]\s*)+)pub (\w+):\s*([^,\n]+),", body):

@@ -19,15 +19,6 @@ use support::{
 use tonic::Code;
 
 impl CheckedEnv {
-    fn secret(&mut self, vault: &str, name: &str, value: &str) -> String {
-        self.secret_with(vault, name, value, SecretOpts::default())
-    }
-
-    fn secret_with(&mut self, vault: &str, name: &str, value: &str, opts: SecretOpts) -> String {
-        self.sensitive.push(value.to_owned());
-        self.base.fake.set_secret(vault, name, value, opts)
-    }
-
     async fn metrics(&self) -> String {
         http_get(self.provider.metrics_port, "/metrics").await.1
     }
@@ -62,8 +53,8 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_objects_are_skipped_with_a_warning_and_a_metric() {
     let mut env = CheckedEnv::start(&[]).await;
-    let present = env.secret("kv1", "present", "value-present-7");
-    let off = env.secret("kv1", "switched-off", "disabled-value");
+    let present = env.secret_in("kv1", "present", "value-present-7");
+    let off = env.secret_in("kv1", "switched-off", "disabled-value");
     env.fake.disable_version("kv1", "switched-off", &off);
     let resp = env
         .mount_sp(&[
@@ -120,7 +111,7 @@ async fn optional_objects_are_skipped_with_a_warning_and_a_metric() {
 async fn json_keys_become_separate_files_with_their_own_versions() {
     let mut env = CheckedEnv::start(&[]).await;
     let json = r#"{"username":"app-user","password":"pa55-json-w0rd","conn":{"host":"db.internal","port":5432},"replicas":["r1","r2"]}"#;
-    let version = env.secret("kv1", "db-creds", json);
+    let version = env.secret_in("kv1", "db-creds", json);
     let resp = env
         .mount_sp(&[
             "objectName: db-creds\nobjectType: secret\nfilePermission: '0600'\njsonKeys:\n  - username\n  - key: password\n    alias: db/password\n  - key: conn.port\n    alias: db/port\n  - key: replicas.1\n    alias: replica\n  - key: conn\n    alias: conn.json",
@@ -164,7 +155,7 @@ async fn json_keys_become_separate_files_with_their_own_versions() {
         err.message(),
         "jsonKeys of secret/db-creds: key \"conn.user\" is not in the secret's JSON value: \"conn\" has no key \"user\" (keys are case-sensitive)"
     );
-    env.secret("kv1", "plain", "not-json-at-all");
+    env.secret_in("kv1", "plain", "not-json-at-all");
     let err = env
         .mount_sp(&["objectName: plain\nobjectType: secret\njsonKeys: [a]"])
         .await
@@ -202,9 +193,9 @@ async fn objects_may_come_from_several_vaults_with_one_identity() {
     let mut env = CheckedEnv::start(&[]).await;
     env.fake.add_vault("kv2", TENANT);
     env.fake.grant("kv2", SP_ID, &["get"]);
-    let one = env.secret("kv1", "shared", "from-kv1");
-    let two = env.secret("kv2", "shared", "from-kv2");
-    let only = env.secret("kv2", "only-two", "second-vault");
+    let one = env.secret_in("kv1", "shared", "from-kv1");
+    let two = env.secret_in("kv2", "shared", "from-kv2");
+    let only = env.secret_in("kv2", "only-two", "second-vault");
     let resp = env
         .mount_sp(&[
             "objectName: shared\nobjectType: secret",
@@ -278,7 +269,7 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
         "v-beta-9f",
         tagged(&[("Team", "payments")]),
     );
-    let off = env.secret("kv1", "app-off", "v-off-9f");
+    let off = env.secret_in("kv1", "app-off", "v-off-9f");
     env.fake.disable_version("kv1", "app-off", &off);
     let other = env.secret_with(
         "kv1",

@@ -7,118 +7,20 @@ use akv_csi_provider::v1alpha1::{MountResponse, VersionRequest};
 use base64::Engine;
 use std::time::Duration;
 use support::{
-    fake_azure::{FakeAzure, Fault, SecretOpts},
-    provider::{Provider, mount_request, objects_yaml, tokens_attribute},
+    env::{CheckedEnv, SP_ID, TENANT, sp_secrets},
+    fake_azure::Fault,
+    provider::{mount_request, objects_yaml, tokens_attribute},
 };
 use tonic::Code;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const SP_ID: &str = "11111111-2222-3333-4444-555555555555";
-const SP_SECRET: &str = "sp-Secret~value.that-must-never-leak";
 const WI_ID: &str = "66666666-7777-8888-9999-000000000000";
 const SA_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.service-account-token-must-never-leak.sig";
 
-/// A fake Azure and a provider configured to reach it.
-struct Env {
-    fake: FakeAzure,
-    provider: Provider,
-    cloud_file: String,
-    /// Strings that must never appear in the provider's output.
-    sensitive: Vec<String>,
-}
-
-impl Env {
-    async fn start() -> Env {
-        Self::start_with(&[]).await
-    }
-
-    async fn start_with(extra: &[&str]) -> Env {
-        Self::start_with_env(extra, &[]).await
-    }
-
-    async fn start_with_env(extra: &[&str], vars: &[(&str, &str)]) -> Env {
-        let fake = FakeAzure::start().await;
-        fake.add_vault("kv1", TENANT);
-        fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
-        fake.grant("kv1", SP_ID, &["get", "list"]);
-        let cloud_file = fake.write_cloud_env_file().display().to_string();
-        let mut args = vec![
-            format!("--ca-file={}", fake.ca_file().display()),
-            "--resolve=*.vault.test=127.0.0.1".to_owned(),
-            "--resolve=login.test=127.0.0.1".to_owned(),
-            format!("--imds-endpoint={}", fake.imds_url()),
-            format!(
-                "--pod-identity-endpoint=http://127.0.0.1:{}",
-                fake.http_port()
-            ),
-            "-v=5".to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let provider = Provider::start_with_env(&args, vars);
-        Env {
-            fake,
-            provider,
-            cloud_file,
-            sensitive: vec![SP_SECRET.to_owned(), SA_TOKEN.to_owned()],
-        }
-    }
-
-    fn secret(&mut self, name: &str, value: &str) -> String {
-        self.sensitive.push(value.to_owned());
-        self.fake
-            .set_secret("kv1", name, value, SecretOpts::default())
-    }
-
-    fn params(
-        &self,
-        objects: &[&str],
-        extra: &[(&'static str, String)],
-    ) -> Vec<(&'static str, String)> {
-        let mut params = vec![
-            ("keyvaultName", "kv1".to_owned()),
-            ("tenantID", TENANT.to_owned()),
-            ("cloudName", "azurestackcloud".to_owned()),
-            ("cloudEnvFileName", self.cloud_file.clone()),
-            ("objects", objects_yaml(objects)),
-        ];
-        params.extend(extra.iter().cloned());
-        params
-    }
-
-    async fn mount(
-        &self,
-        params: &[(&'static str, String)],
-        secrets: &str,
-    ) -> Result<MountResponse, tonic::Status> {
-        let mut client = self.provider.client().await;
-        client
-            .mount(mount_request(params, secrets))
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    async fn mount_sp(&self, objects: &[&str]) -> Result<MountResponse, tonic::Status> {
-        self.mount(&self.params(objects, &[]), &sp_secrets()).await
-    }
-
-    /// Every secret value, token and client secret is absent from the provider's logs.
-    fn assert_no_leaks(&self) {
-        let logs = self.provider.logs();
-        assert!(!logs.is_empty(), "the provider logged nothing at -v=5");
-        for needle in &self.sensitive {
-            assert!(
-                !logs.contains(needle.as_str()),
-                "a secret leaked into the logs: {needle}\n{logs}"
-            );
-        }
-        for line in logs.lines() {
-            assert!(!line.contains("Bearer ey"), "a bearer token leaked: {line}");
-        }
-    }
-}
-
-fn sp_secrets() -> String {
-    serde_json::json!({ "clientid": SP_ID, "clientsecret": SP_SECRET }).to_string()
+/// The shared test environment; the service-account token is sensitive too.
+async fn env_with(flags: &[&str], vars: &[(&str, &str)]) -> CheckedEnv {
+    let mut env = CheckedEnv::start_with_env(flags, vars).await;
+    env.sensitive.push(SA_TOKEN.to_owned());
+    env
 }
 
 fn files(r: &MountResponse) -> Vec<(String, i32, Vec<u8>)> {
@@ -137,7 +39,7 @@ fn versions(r: &MountResponse) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_principal_reads_secrets_with_encodings_alias_and_modes() {
-    let mut env = Env::start().await;
+    let mut env = env_with(&[], &[]).await;
     let plain = env.secret("db-pass", "pa55-w0rd!");
     let b64 = env.secret(
         "tls-blob",
@@ -183,7 +85,7 @@ async fn service_principal_reads_secrets_with_encodings_alias_and_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_version_and_rotation_to_a_new_latest() {
-    let mut env = Env::start().await;
+    let mut env = env_with(&[], &[]).await;
     let v1 = env.secret("app", "value-one");
     let v2 = env.secret("app", "value-two");
     let pinned = env
@@ -213,7 +115,7 @@ async fn pinned_version_and_rotation_to_a_new_latest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_history_returns_exactly_the_n_newest_enabled_versions() {
-    let mut env = Env::start().await;
+    let mut env = env_with(&[], &[]).await;
     env.fake.set_page_size(2);
     let v: Vec<String> = (0..6)
         .map(|i| env.secret("hist", &format!("value-{i}")))
@@ -258,7 +160,7 @@ async fn version_history_returns_exactly_the_n_newest_enabled_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_identity_exchanges_the_service_account_token() {
-    let mut env = Env::start().await;
+    let mut env = env_with(&[], &[]).await;
     env.fake.add_federated_identity(TENANT, WI_ID, SA_TOKEN);
     env.fake.grant("kv1", WI_ID, &["get"]);
     let version = env.secret("wi-secret", "from-workload-identity");
@@ -314,7 +216,7 @@ async fn workload_identity_exchanges_the_service_account_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_token_audience_is_a_failed_precondition() {
-    let env = Env::start().await;
+    let env = env_with(&[], &[]).await;
     let params = env.params(
         &["objectName: s\nobjectType: secret"],
         &[
@@ -335,7 +237,7 @@ async fn missing_token_audience_is_a_failed_precondition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_identities_and_pod_identity() {
-    let mut env = Env::start().await;
+    let mut env = env_with(&[], &[]).await;
     let system = env.fake.add_managed_identity(None);
     let user_assigned = env.fake.add_managed_identity(Some("uami-client-id"));
     env.fake
@@ -417,7 +319,7 @@ async fn managed_identities_and_pod_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_vault_errors_map_to_fitting_codes() {
-    let mut env = Env::start().await;
+    let mut env = env_with(&[], &[]).await;
     env.secret("present", "here");
     let disabled = env.secret("off", "disabled-value");
     env.fake.disable_version("kv1", "off", &disabled);
@@ -534,7 +436,7 @@ async fn key_vault_errors_map_to_fitting_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_are_invalid_argument() {
-    let env = Env::start().await;
+    let env = env_with(&[], &[]).await;
     let cases: Vec<(Vec<(&'static str, String)>, &str)> = vec![
         (vec![("keyvaultName", "k".to_owned())], "keyvaultName"),
         (
@@ -621,7 +523,7 @@ async fn invalid_requests_are_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_mount_finish() {
-    let mut env = Env::start().await;
+    let mut env = env_with(&[], &[]).await;
     env.secret("slow", "slow-value");
     env.fake
         .inject("kv1", "slow", Fault::slow(Duration::from_millis(1500)));
@@ -637,7 +539,7 @@ async fn sigterm_lets_an_in_flight_mount_finish() {
         .expect("in-flight mount completes")
         .into_inner();
     assert_eq!(resp.files[0].contents, b"slow-value");
-    let status = env.provider.wait_exit();
+    let status = env.base.provider.wait_exit();
     assert_eq!(status.code(), Some(0));
     assert!(!env.provider.socket.exists());
     env.assert_no_leaks();
@@ -645,7 +547,7 @@ async fn sigterm_lets_an_in_flight_mount_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mount_slower_than_the_timeout_is_unavailable_and_the_next_one_works() {
-    let mut env = Env::start_with(&["--mount-timeout=1s"]).await;
+    let mut env = env_with(&["--mount-timeout=1s"], &[]).await;
     env.secret("slow", "eventually");
     env.fake
         .inject("kv1", "slow", Fault::slow(Duration::from_secs(3)).times(1));
@@ -669,7 +571,7 @@ async fn a_mount_slower_than_the_timeout_is_unavailable_and_the_next_one_works()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_reaches_the_logs_even_with_every_library_at_trace() {
-    let mut env = Env::start_with_env(&["--log-format-json"], &[("RUST_LOG", "trace")]).await;
+    let mut env = env_with(&["--log-format-json"], &[("RUST_LOG", "trace")]).await;
     env.fake.add_federated_identity(TENANT, WI_ID, SA_TOKEN);
     env.fake.grant("kv1", WI_ID, &["get", "list"]);
     env.secret("one", "first-secret-value-xyz");

@@ -118,10 +118,6 @@ pub struct Config {
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
 
-    /// Text appended to the User-Agent of every request to Azure.
-    #[arg(long, default_value = "")]
-    pub custom_user_agent: String,
-
     /// Print the version as JSON and exit.
     #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool_arg, action = ArgAction::Set)]
     pub version: bool,
@@ -142,20 +138,9 @@ pub struct Config {
     #[arg(long, default_value = "")]
     pub sni_name: String,
 
-    /// PEM file of extra CA certificates trusted for Key Vault and the identity endpoints (private or Azure Stack CAs).
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-
-    /// Resolve a host name to a fixed address, like curl's --resolve: HOST=IP, HOST may start with "*." (repeatable; for private endpoints and tests).
-    #[arg(long = "resolve", value_name = "HOST=IP")]
-    pub resolve: Vec<String>,
-
-    /// VM managed identity (IMDS) token endpoint.
-    #[arg(
-        long,
-        default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
-    )]
-    pub imds_endpoint: String,
+    /// How Azure is reached: extra CAs, fixed addresses, the IMDS endpoint, the User-Agent.
+    #[command(flatten)]
+    pub connection: Connection,
 
     /// Pod identity (NMI) endpoint; the provider calls <endpoint>/host/token/.
     #[arg(long, default_value = "http://127.0.0.1:2579")]
@@ -207,6 +192,48 @@ pub struct Config {
     /// both together.
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_call_recv_msg_size: u32,
+}
+
+/// How the provider and the agent reach Azure (Key Vault and the token services): flags shared
+/// by both.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// Text appended to the User-Agent of every request to Azure.
+    #[arg(long, default_value = "")]
+    pub custom_user_agent: String,
+
+    /// PEM file of extra CA certificates trusted for Key Vault and the identity endpoints (private or Azure Stack CAs).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+
+    /// Resolve a host name to a fixed address, like curl's --resolve: HOST=IP, HOST may start with "*." (repeatable; for private endpoints and tests).
+    #[arg(long = "resolve", value_name = "HOST=IP")]
+    pub resolve: Vec<String>,
+
+    /// VM managed identity (IMDS) token endpoint.
+    #[arg(
+        long,
+        default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
+    )]
+    pub imds_endpoint: String,
+}
+
+impl Connection {
+    /// The shared HTTP transport's settings for these flags.
+    pub fn transport_config(
+        &self,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        max_concurrent_requests: usize,
+    ) -> crate::transport::TransportConfig {
+        crate::transport::TransportConfig {
+            ca_file: self.ca_file.clone(),
+            resolve: self.resolve.clone(),
+            user_agent_suffix: self.custom_user_agent.clone(),
+            imds_endpoint: Some(self.imds_endpoint.clone()),
+            metrics: Some(metrics),
+            max_concurrent_requests,
+        }
+    }
 }
 
 /// Rewrites Go-style single-dash long flags (`-endpoint=x`) to `--endpoint=x`.

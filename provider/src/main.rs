@@ -10,7 +10,7 @@ use akv_csi_provider::{
     metrics::Metrics,
     mount::{Mounter, MounterConfig},
     server, telemetry,
-    transport::{HttpTransport, TransportConfig},
+    transport::HttpTransport,
 };
 use anyhow::Context;
 use std::{io::Write, process::ExitCode, sync::Arc};
@@ -79,14 +79,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let metrics = Arc::new(Metrics::new(usize::from(config.metrics_max_object_names)));
-    let transport = HttpTransport::new(&TransportConfig {
-        ca_file: config.ca_file.clone(),
-        resolve: config.resolve.clone(),
-        user_agent_suffix: config.custom_user_agent.clone(),
-        imds_endpoint: Some(config.imds_endpoint.clone()),
-        metrics: Some(metrics.clone()),
-        max_concurrent_requests: usize::from(config.max_concurrent_requests),
-    })?;
+    let transport = HttpTransport::new(
+        &config
+            .connection
+            .transport_config(metrics.clone(), usize::from(config.max_concurrent_requests)),
+    )?;
     let pod_identity_endpoint =
         url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
             format!(

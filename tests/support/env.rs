@@ -25,11 +25,16 @@ pub struct Env {
 impl Env {
     /// Starts both; `extra` are more provider flags.
     pub async fn start(extra: &[&str]) -> Env {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// Starts both, the provider with `vars` added to its environment.
+    pub async fn start_with_env(extra: &[&str], vars: &[(&str, &str)]) -> Env {
         let fake = FakeAzure::start().await;
         fake.add_vault("kv1", TENANT);
         fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
         fake.grant("kv1", SP_ID, &["get", "list"]);
-        let provider = Provider::start(&Self::args(&fake, extra));
+        let provider = Provider::start_with_env(&Self::args(&fake, extra), vars);
         let cloud_file = fake.write_cloud_env_file().display().to_string();
         Env {
             fake,
@@ -148,10 +153,37 @@ impl std::ops::Deref for CheckedEnv {
 impl CheckedEnv {
     /// Starts an [`Env`] with `flags`; the service principal's secret is already sensitive.
     pub async fn start(flags: &[&str]) -> CheckedEnv {
+        Self::start_with_env(flags, &[]).await
+    }
+
+    /// [`CheckedEnv::start`] with `vars` added to the provider's environment.
+    pub async fn start_with_env(flags: &[&str], vars: &[(&str, &str)]) -> CheckedEnv {
         CheckedEnv {
-            base: Env::start(flags).await,
+            base: Env::start_with_env(flags, vars).await,
             sensitive: vec![SP_SECRET.to_owned()],
         }
+    }
+
+    /// Adds a version of secret `name` in `kv1` (the value becomes sensitive); returns its id.
+    pub fn secret(&mut self, name: &str, value: &str) -> String {
+        self.secret_with("kv1", name, value, SecretOpts::default())
+    }
+
+    /// Adds a version of secret `name` in `vault` (the value becomes sensitive); returns its id.
+    pub fn secret_in(&mut self, vault: &str, name: &str, value: &str) -> String {
+        self.secret_with(vault, name, value, SecretOpts::default())
+    }
+
+    /// [`CheckedEnv::secret_in`] with options (content type, tags, enabled...).
+    pub fn secret_with(
+        &mut self,
+        vault: &str,
+        name: &str,
+        value: &str,
+        opts: SecretOpts,
+    ) -> String {
+        self.sensitive.push(value.to_owned());
+        self.base.fake.set_secret(vault, name, value, opts)
     }
 
     /// Panics when the provider logged nothing or logged any sensitive string.
@@ -163,6 +195,9 @@ impl CheckedEnv {
                 !logs.contains(needle.as_str()),
                 "secret material leaked into the logs: {needle}\n{logs}"
             );
+        }
+        for line in logs.lines() {
+            assert!(!line.contains("Bearer ey"), "a bearer token leaked: {line}");
         }
     }
 }

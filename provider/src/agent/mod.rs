@@ -23,7 +23,7 @@ use crate::{
     keyvault::{ReadCacheConfig, RetryPolicy, SdkConnector},
     metrics::Metrics,
     mount::{self, MountError, Mounter, MounterConfig},
-    transport::{HttpTransport, TransportConfig},
+    transport::HttpTransport,
     validate,
 };
 use clap::{ArgAction, Parser};
@@ -151,24 +151,9 @@ pub struct AgentConfig {
     #[arg(long, default_value = "AzurePublicCloud")]
     pub cloud_name: String,
 
-    /// PEM file of extra CA certificates trusted for Key Vault and the identity endpoints.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-
-    /// Resolve a host name to a fixed address: HOST=IP, HOST may start with "*." (repeatable).
-    #[arg(long = "resolve", value_name = "HOST=IP")]
-    pub resolve: Vec<String>,
-
-    /// VM managed identity (IMDS) token endpoint.
-    #[arg(
-        long,
-        default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
-    )]
-    pub imds_endpoint: String,
-
-    /// Text appended to the User-Agent of every request to Azure.
-    #[arg(long, default_value = "")]
-    pub custom_user_agent: String,
+    /// How Azure is reached: extra CAs, fixed addresses, the IMDS endpoint, the User-Agent.
+    #[command(flatten)]
+    pub connection: crate::cli::Connection,
 
     /// Address of the health and metrics endpoints.
     #[arg(long, default_value = "127.0.0.1")]
@@ -330,15 +315,9 @@ impl Agent {
             )));
         }
         let metrics = Arc::new(Metrics::new_agent(crate::metrics::DEFAULT_MAX_OBJECT_NAMES));
-        let transport = HttpTransport::new(&TransportConfig {
-            ca_file: config.ca_file.clone(),
-            resolve: config.resolve.clone(),
-            user_agent_suffix: config.custom_user_agent.clone(),
-            imds_endpoint: Some(config.imds_endpoint.clone()),
-            metrics: Some(metrics.clone()),
-            max_concurrent_requests: 64,
-        })
-        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let transport =
+            HttpTransport::new(&config.connection.transport_config(metrics.clone(), 64))
+                .map_err(|e| AgentError::Setup(e.to_string()))?;
         // Pod identity is rejected before a request is built; the endpoint is never called.
         let nmi = url::Url::parse("http://127.0.0.1:2579")
             .map_err(|e| AgentError::Setup(e.to_string()))?;
