@@ -254,68 +254,21 @@ impl Vault for CachedVault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensitive::SecretBytes;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::keyvault::scripted::ScriptedVault;
 
-    struct Counting(AtomicUsize);
-
-    #[async_trait]
-    impl Vault for Counting {
-        async fn get_secret(
-            &self,
-            name: &str,
-            version: Option<&str>,
-        ) -> Result<FetchedSecret, KeyVaultError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            if name == "missing" {
-                return Err(KeyVaultError::NotFound {
-                    vault: "kv".into(),
-                    object: "secret/missing".into(),
-                });
-            }
-            Ok(FetchedSecret {
-                version: version.unwrap_or("latest-v").to_owned(),
-                value: SecretBytes::new(name.as_bytes().to_vec()),
-                content_type: None,
-                kid: None,
-            })
-        }
-        async fn get_key(&self, _: &str, _: Option<&str>) -> Result<FetchedKey, KeyVaultError> {
-            Ok(FetchedKey::default())
-        }
-        async fn get_certificate(
-            &self,
-            _: &str,
-            _: Option<&str>,
-        ) -> Result<FetchedCertificate, KeyVaultError> {
-            Ok(FetchedCertificate::default())
-        }
-        async fn list_versions(
-            &self,
-            _: ObjectKind,
-            _: &str,
-        ) -> Result<Vec<VersionInfo>, KeyVaultError> {
-            Ok(vec![])
-        }
-        async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
-            Ok(vec![])
-        }
-    }
-
-    fn setup(latest_window: Duration) -> (Arc<Counting>, Arc<ReadCache>) {
+    fn setup(latest_window: Duration) -> (Arc<ScriptedVault>, Arc<ReadCache>) {
         let config = ReadCacheConfig {
             pinned_ttl: Duration::from_hours(1),
             latest_window,
             max_bytes: 1 << 20,
         };
         (
-            Arc::new(Counting(AtomicUsize::new(0))),
+            Arc::new(ScriptedVault::new(Duration::from_millis(30), vec![])),
             Arc::new(ReadCache::new(config, Arc::new(Metrics::new(10)))),
         )
     }
 
-    fn view(inner: &Arc<Counting>, cache: &Arc<ReadCache>, id: u8) -> Arc<CachedVault> {
+    fn view(inner: &Arc<ScriptedVault>, cache: &Arc<ReadCache>, id: u8) -> Arc<CachedVault> {
         Arc::new(CachedVault::new(
             inner.clone(),
             cache.clone(),
@@ -341,10 +294,10 @@ mod tests {
         for r in reads {
             assert_eq!(r.await.ok().and_then(Result::ok), Some(b"s".to_vec()));
         }
-        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.calls(), 1);
         // Latest reads are not cached by default: the next read goes to Key Vault.
         assert!(v.get_secret("s", None).await.is_ok());
-        assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+        assert_eq!(inner.calls(), 2);
     }
 
     #[tokio::test]
@@ -353,21 +306,17 @@ mod tests {
         let a = view(&inner, &cache, 1);
         assert!(a.get_secret("s", Some("V1")).await.is_ok());
         assert!(a.get_secret("S", Some("v1")).await.is_ok());
-        assert_eq!(
-            inner.0.load(Ordering::SeqCst),
-            1,
-            "second pinned read is a hit"
-        );
+        assert_eq!(inner.calls(), 1, "second pinned read is a hit");
         let b = view(&inner, &cache, 2);
         assert!(b.get_secret("s", Some("v1")).await.is_ok());
         assert_eq!(
-            inner.0.load(Ordering::SeqCst),
+            inner.calls(),
             2,
             "another identity is verified by Key Vault itself"
         );
         assert!(a.get_secret("missing", Some("v1")).await.is_err());
         assert!(a.get_secret("missing", Some("v1")).await.is_err());
-        assert_eq!(inner.0.load(Ordering::SeqCst), 4);
+        assert_eq!(inner.calls(), 4);
     }
 
     #[tokio::test]
@@ -382,7 +331,7 @@ mod tests {
             "no abandoned entry left"
         );
         assert!(v.get_secret("s", None).await.is_ok());
-        assert_eq!(inner.0.load(Ordering::SeqCst), 2, "a fresh request");
+        assert_eq!(inner.calls(), 2, "a fresh request");
     }
 
     #[tokio::test]
@@ -391,6 +340,6 @@ mod tests {
         let v = view(&inner, &cache, 1);
         assert!(v.get_secret("s", None).await.is_ok());
         assert!(v.get_secret("s", None).await.is_ok());
-        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.calls(), 1);
     }
 }

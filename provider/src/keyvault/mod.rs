@@ -3,6 +3,8 @@
 mod cache;
 mod error;
 mod retry;
+#[cfg(test)]
+mod scripted;
 mod sdk;
 
 pub use cache::{CachedVault, ReadCache, ReadCacheConfig};

@@ -206,59 +206,7 @@ impl Vault for RetryingVault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensitive::SecretBytes;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    struct Flaky {
-        failures: Vec<KeyVaultError>,
-        calls: AtomicUsize,
-        in_flight: AtomicUsize,
-        max_in_flight: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl Vault for Flaky {
-        async fn get_secret(
-            &self,
-            _: &str,
-            _: Option<&str>,
-        ) -> Result<FetchedSecret, KeyVaultError> {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst);
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            match self.failures.get(n) {
-                Some(e) => Err(e.clone()),
-                None => Ok(FetchedSecret {
-                    version: "v1".into(),
-                    value: SecretBytes::new(b"x".to_vec()),
-                    content_type: None,
-                    kid: None,
-                }),
-            }
-        }
-        async fn get_key(&self, _: &str, _: Option<&str>) -> Result<FetchedKey, KeyVaultError> {
-            Ok(FetchedKey::default())
-        }
-        async fn get_certificate(
-            &self,
-            _: &str,
-            _: Option<&str>,
-        ) -> Result<FetchedCertificate, KeyVaultError> {
-            Ok(FetchedCertificate::default())
-        }
-        async fn list_versions(
-            &self,
-            _: ObjectKind,
-            _: &str,
-        ) -> Result<Vec<VersionInfo>, KeyVaultError> {
-            Ok(vec![])
-        }
-        async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
-            Ok(vec![])
-        }
-    }
+    use crate::keyvault::scripted::ScriptedVault;
 
     fn throttled(secs: u64) -> KeyVaultError {
         KeyVaultError::Throttled {
@@ -267,16 +215,11 @@ mod tests {
         }
     }
 
-    fn flaky(failures: Vec<KeyVaultError>) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            failures,
-            calls: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-        })
+    fn flaky(failures: Vec<KeyVaultError>) -> Arc<ScriptedVault> {
+        Arc::new(ScriptedVault::new(Duration::from_millis(5), failures))
     }
 
-    fn wrap(inner: Arc<Flaky>, deadline: Duration, limits: &VaultLimits) -> RetryingVault {
+    fn wrap(inner: Arc<ScriptedVault>, deadline: Duration, limits: &VaultLimits) -> RetryingVault {
         RetryingVault::new(
             inner,
             "kv",
@@ -299,7 +242,7 @@ mod tests {
         let vault = wrap(inner.clone(), Duration::from_secs(30), &VaultLimits::new(4));
         let started = Instant::now();
         assert!(vault.get_secret("s", None).await.is_ok());
-        assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(inner.calls(), 3);
         assert!(
             started.elapsed() >= Duration::from_secs(2),
             "waited as Key Vault asked"
@@ -313,7 +256,7 @@ mod tests {
         let started = Instant::now();
         let err = vault.get_secret("s", None).await.err();
         assert_eq!(err, Some(throttled(60)));
-        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.calls(), 1);
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "no pointless waiting"
@@ -328,7 +271,7 @@ mod tests {
         }]);
         let vault = wrap(inner.clone(), Duration::from_secs(10), &VaultLimits::new(4));
         assert!(vault.get_secret("s", None).await.is_err());
-        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.calls(), 1);
     }
 
     #[tokio::test]
@@ -346,7 +289,7 @@ mod tests {
         for c in calls {
             assert!(c.await.unwrap_or(false));
         }
-        assert!(inner.max_in_flight.load(Ordering::SeqCst) <= 3);
+        assert!(inner.max_in_flight() <= 3);
     }
 
     #[test]
