@@ -192,6 +192,9 @@ func TestCertAndKeyInSeparateFiles(t *testing.T) {
 	}
 	defer func() {
 		sep.Close()
+		if !scanLeaks(sep) {
+			t.Error("the provider log of this environment leaks a credential (lines above)")
+		}
 		if !t.Failed() {
 			_ = os.RemoveAll(sep.Dir)
 		}

@@ -239,7 +239,7 @@ func TestPrefixAndTags(t *testing.T) {
 	va := seed(t, harness.VaultName, "featpfx-a", "a new", nil, true)
 	vb := seed(t, harness.VaultName, "featpfx-b", "b", nil, true)
 	vu := seed(t, harness.VaultName, "FeatPfx-Upper", "upper", nil, true)
-	seed(t, harness.VaultName, "featpfx-off", "disabled", nil, false)
+	seed(t, harness.VaultName, "featpfx-off", "value-of-a-disabled-secret", nil, false)
 	prod := map[string]string{"team": "payments", "env": "prod"}
 	t1 := seed(t, harness.VaultName, "feattag-1", "tag one", prod, true)
 	seed(t, harness.VaultName, "feattag-2", "tag two", map[string]string{"team": "payments"}, true)

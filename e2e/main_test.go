@@ -42,12 +42,32 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	env.Close()
+	if !scanLeaks(env) && code == 0 {
+		code = 1
+	}
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "e2e: provider log (%s):\n%s\n", env.LogFile, tail(env.ProviderLog(), 60))
 	} else {
 		_ = os.RemoveAll(env.Dir)
 	}
 	os.Exit(code)
+}
+
+// scanLeaks runs the log-leak scan over e's provider log (credential shapes and every secret e
+// handed out) and reports whether it is clean.
+func scanLeaks(e *harness.Env) bool {
+	findings, err := e.LeakFindings()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: leak scan:", err)
+		return false
+	}
+	for _, f := range findings {
+		fmt.Fprintln(os.Stderr, "e2e: leak:", f)
+	}
+	if len(findings) == 0 {
+		fmt.Fprintf(os.Stderr, "e2e: leak scan of %s: clean\n", e.LogFile)
+	}
+	return len(findings) == 0
 }
 
 func tail(s string, n int) string {

@@ -218,7 +218,7 @@ func (e *Env) ProviderArgs() []string {
 		"--ca-file=" + e.CAFile,
 		"--resolve=*." + VaultDNSSuffix + "=127.0.0.1",
 		"--resolve=" + AuthorityHost + "=127.0.0.1",
-		"-v=2",
+		"-v=5", // every detail the provider logs goes through the leak scan (main_test.go)
 	}
 }
 

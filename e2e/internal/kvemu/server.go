@@ -94,6 +94,24 @@ func (s *Server) now() int64 {
 	return t
 }
 
+// SecretValues returns every secret value stored in any vault, certificate-backed ones too (for
+// scanning logs for leaks).
+func (s *Server) SecretValues() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, v := range s.vaults {
+		for _, o := range v.secrets {
+			for _, ver := range o.versions {
+				if ver.value != "" {
+					out = append(out, ver.value)
+				}
+			}
+		}
+	}
+	return out
+}
+
 type vault struct {
 	tenant  string
 	secrets map[string]*object
