@@ -154,11 +154,6 @@ pub struct Config {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_fetches: u16,
 
-    /// Requests to Azure (Key Vault and token services) in flight at once, all Mounts together:
-    /// bounds memory and the burst Key Vault sees when many pods mount at once (0 = no limit).
-    #[arg(long, default_value_t = 64)]
-    pub max_concurrent_requests: u16,
-
     /// On SIGTERM, time in-flight calls get to finish before the provider exits anyway (Go duration).
     #[arg(long, default_value = "20s", value_parser = duration_arg)]
     pub drain_timeout: Duration,
@@ -216,6 +211,11 @@ pub struct Connection {
         default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
     )]
     pub imds_endpoint: String,
+
+    /// Requests to Azure (Key Vault and token services) in flight at once, all Mounts together:
+    /// bounds memory and the burst Key Vault sees when many pods mount at once (0 = no limit).
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_requests: u16,
 }
 
 impl Connection {
@@ -223,7 +223,6 @@ impl Connection {
     pub fn transport_config(
         &self,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
-        max_concurrent_requests: usize,
     ) -> crate::transport::TransportConfig {
         crate::transport::TransportConfig {
             ca_file: self.ca_file.clone(),
@@ -231,7 +230,7 @@ impl Connection {
             user_agent_suffix: self.custom_user_agent.clone(),
             imds_endpoint: Some(self.imds_endpoint.clone()),
             metrics: Some(metrics),
-            max_concurrent_requests,
+            max_concurrent_requests: usize::from(self.max_concurrent_requests),
         }
     }
 }

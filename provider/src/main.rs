@@ -79,11 +79,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let metrics = Arc::new(Metrics::new(usize::from(config.metrics_max_object_names)));
-    let transport = HttpTransport::new(
-        &config
-            .connection
-            .transport_config(metrics.clone(), usize::from(config.max_concurrent_requests)),
-    )?;
+    let transport = HttpTransport::new(&config.connection.transport_config(metrics.clone()))?;
     let pod_identity_endpoint =
         url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
             format!(

@@ -315,9 +315,8 @@ impl Agent {
             )));
         }
         let metrics = Arc::new(Metrics::new_agent(crate::metrics::DEFAULT_MAX_OBJECT_NAMES));
-        let transport =
-            HttpTransport::new(&config.connection.transport_config(metrics.clone(), 64))
-                .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let transport = HttpTransport::new(&config.connection.transport_config(metrics.clone()))
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
         // Pod identity is rejected before a request is built; the endpoint is never called.
         let nmi = url::Url::parse("http://127.0.0.1:2579")
             .map_err(|e| AgentError::Setup(e.to_string()))?;
