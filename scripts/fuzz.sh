@@ -50,7 +50,7 @@ for target in "${targets[@]}"; do
     # The binaries run directly: no cargo process competes with the fuzzer.
     set +e
     "$bin_dir/$target" "$corpus" "fuzz/seeds/$target" "${dict[@]}" \
-        -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" -print_final_stats=1 -timeout=30 -rss_limit_mb=2048 \
         -artifact_prefix="$artifacts/" >"$log" 2>&1
     rc=$?
     set -e
