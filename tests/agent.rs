@@ -503,19 +503,29 @@ async fn managed_identity_and_an_on_change_signal() {
     env.fake
         .set_secret("kv1", "mi", "mi-value", SecretOpts::default());
     env.write_spc(&["objectName: mi\nobjectType: secret"], "");
-    // A process that records SIGHUP.
+    // A process that records SIGHUP. It says when its trap is set: a SIGHUP before that would
+    // end it (the default action), which a loaded machine made happen.
     let marker = env.dir.path().join("reloaded");
+    let ready = env.dir.path().join("trap-set");
     let mut reloader = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "trap 'echo reloaded >> {}' HUP; while true; do sleep 0.05; done",
-            marker.display()
+            "trap 'echo reloaded >> {}' HUP; : > {}; while true; do sleep 0.05; done",
+            marker.display(),
+            ready.display()
         ))
         .spawn()
         .unwrap();
     let pid_file = env.dir.path().join("app.pid");
     fs::write(&pid_file, reloader.id().to_string()).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the test's signal receiver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut args = env.base_args();
     args.extend([
         "--managed-identity".to_owned(),
