@@ -87,7 +87,9 @@ fn send_signal(signal: Signal, pid_file: &std::path::Path) -> Result<(), String>
         )
     })?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
-        .map_err(|e| format!("sending {signal} to process {pid} failed: {e}"))
+        .map_err(|e| format!("sending {signal} to process {pid} failed: {e}"))?;
+    tracing::debug!(signal = %signal, pid, "on-change signal sent");
+    Ok(())
 }
 
 #[cfg(test)]
