@@ -240,7 +240,7 @@ async fn graceful_shutdown_under_load() {
     });
     let handles: Vec<_> = calls.collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let in_flight_at_signal = metric_in_flight(&env).await;
+    let in_flight_at_signal = env.provider.mounts_in_flight().await;
     let signalled = Instant::now();
     env.provider.signal(nix::sys::signal::Signal::SIGTERM);
     let status = tokio::task::spawn_blocking({
@@ -305,15 +305,6 @@ async fn graceful_shutdown_under_load() {
 }
 
 /// `akv_mounts_in_flight` from `/metrics`.
-async fn metric_in_flight(env: &Env) -> u64 {
-    let (_, body) = support::provider::http_get(env.provider.metrics_port, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with("akv_mounts_in_flight "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak test: scripts/soak.sh"]
 async fn sequential_rotations() {

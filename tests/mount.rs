@@ -531,7 +531,15 @@ async fn sigterm_lets_an_in_flight_mount_finish() {
     let mut client = env.provider.client().await;
     let call =
         tokio::spawn(async move { client.mount(mount_request(&params, &sp_secrets())).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once the Mount is in the provider (a fixed wait raced with a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.provider.mounts_in_flight().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Mount never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     env.provider.signal(nix::sys::signal::Signal::SIGTERM);
     let resp = call
         .await

@@ -198,6 +198,18 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, response.text().await.expect("body"))
 }
 
+impl Provider {
+    /// The `akv_mounts_in_flight` gauge of this provider's /metrics.
+    pub async fn mounts_in_flight(&self) -> u64 {
+        let (_, body) = http_get(self.metrics_port, "/metrics").await;
+        body.lines()
+            .find(|l| l.starts_with("akv_mounts_in_flight "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+}
+
 fn rand_suffix() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
