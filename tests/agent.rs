@@ -503,29 +503,12 @@ async fn managed_identity_and_an_on_change_signal() {
     env.fake
         .set_secret("kv1", "mi", "mi-value", SecretOpts::default());
     env.write_spc(&["objectName: mi\nobjectType: secret"], "");
-    // A process that records SIGHUP. It says when its trap is set: a SIGHUP before that would
-    // end it (the default action), which a loaded machine made happen.
-    let marker = env.dir.path().join("reloaded");
-    let ready = env.dir.path().join("trap-set");
-    let mut reloader = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!(
-            "trap 'echo reloaded >> {}' HUP; : > {}; while true; do sleep 0.05; done",
-            marker.display(),
-            ready.display()
-        ))
-        .spawn()
-        .unwrap();
+    // This test process receives the SIGHUP itself. (A shell with `trap … HUP` cannot: when the
+    // tests run under nohup, SIGHUP is ignored on entry and a shell may not trap it.)
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
     let pid_file = env.dir.path().join("app.pid");
-    fs::write(&pid_file, reloader.id().to_string()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the test's signal receiver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    fs::write(&pid_file, std::process::id().to_string()).unwrap();
     let mut args = env.base_args();
     args.extend([
         "--managed-identity".to_owned(),
@@ -536,11 +519,7 @@ async fn managed_identity_and_an_on_change_signal() {
     let (status, logs) = env.run_once(&args);
     assert!(status.success(), "{logs}");
     assert_eq!(env.read("mi").as_deref(), Some("mi-value"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "no SIGHUP arrived: {logs}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = reloader.kill();
-    let _ = reloader.wait();
+    tokio::time::timeout(Duration::from_secs(10), hangups.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no SIGHUP arrived: {logs}"));
 }
