@@ -9,7 +9,7 @@ use akv_csi_provider::v1alpha1::{MountResponse, VersionRequest};
 use base64::Engine;
 use serde_json::Value;
 use support::{
-    env::{CheckedEnv, SP_ID},
+    env::{CheckedEnv, SP_ID, versions},
     fake_azure::{CertificateImport, SecretOpts},
 };
 use tonic::Code;
@@ -92,13 +92,6 @@ fn file<'a>(r: &'a MountResponse, path: &str) -> &'a [u8] {
         },
         |f| f.contents.as_slice(),
     )
-}
-
-fn versions(r: &MountResponse) -> Vec<(String, String)> {
-    r.object_version
-        .iter()
-        .map(|v| (v.id.clone(), v.version.clone()))
-        .collect()
 }
 
 /// PFX fixture cases and the leaf certificate of each.

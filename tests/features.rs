@@ -12,7 +12,7 @@ mod support;
 use akv_csi_provider::v1alpha1::MountResponse;
 use std::collections::BTreeMap;
 use support::{
-    env::{CheckedEnv, SP_ID, TENANT},
+    env::{CheckedEnv, SP_ID, TENANT, versions},
     fake_azure::SecretOpts,
     provider::http_get,
 };
@@ -33,13 +33,6 @@ fn files(r: &MountResponse) -> Vec<(String, String)> {
                 String::from_utf8_lossy(&f.contents).into_owned(),
             )
         })
-        .collect()
-}
-
-fn versions(r: &MountResponse) -> Vec<(String, String)> {
-    r.object_version
-        .iter()
-        .map(|v| (v.id.clone(), v.version.clone()))
         .collect()
 }
 

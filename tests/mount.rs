@@ -7,7 +7,7 @@ use akv_csi_provider::v1alpha1::{MountResponse, VersionRequest};
 use base64::Engine;
 use std::time::Duration;
 use support::{
-    env::{CheckedEnv, SP_ID, TENANT, sp_secrets},
+    env::{CheckedEnv, SP_ID, TENANT, sp_secrets, versions},
     fake_azure::Fault,
     provider::{mount_request, objects_yaml, tokens_attribute},
 };
@@ -27,13 +27,6 @@ fn files(r: &MountResponse) -> Vec<(String, i32, Vec<u8>)> {
     r.files
         .iter()
         .map(|f| (f.path.clone(), f.mode, f.contents.clone()))
-        .collect()
-}
-
-fn versions(r: &MountResponse) -> Vec<(String, String)> {
-    r.object_version
-        .iter()
-        .map(|v| (v.id.clone(), v.version.clone()))
         .collect()
 }
 

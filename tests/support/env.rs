@@ -133,6 +133,14 @@ pub fn files(r: &MountResponse) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// `(id, version)` of every object version of a reply.
+pub fn versions(r: &MountResponse) -> Vec<(String, String)> {
+    r.object_version
+        .iter()
+        .map(|v| (v.id.clone(), v.version.clone()))
+        .collect()
+}
+
 /// An [`Env`] that also remembers the secret material a test stored, to check that none of it
 /// reaches the provider's log.
 pub struct CheckedEnv {
