@@ -346,6 +346,20 @@ pub fn public_key_pem(key: &jwk::PublicJwk<'_>, object: &str) -> Result<SecretBy
         .map_err(pem_error(object))
 }
 
+/// Why a value is not base64, by offset and kind (never the value itself).
+pub(crate) fn base64_reason(e: &base64::DecodeError) -> String {
+    match e {
+        base64::DecodeError::InvalidByte(offset, _) => {
+            format!("an invalid character at offset {offset}")
+        }
+        base64::DecodeError::InvalidLength(_) => "wrong length".to_owned(),
+        base64::DecodeError::InvalidLastSymbol(offset, _) => {
+            format!("an invalid last character at offset {offset}")
+        }
+        base64::DecodeError::InvalidPadding => "wrong padding".to_owned(),
+    }
+}
+
 /// Applies `objectEncoding` to a secret value.
 pub fn decode(
     value: &SecretBytes,
@@ -378,16 +392,7 @@ pub fn decode(
                 .map_err(|e| ConvertError::Decode {
                     object: object.to_owned(),
                     encoding: "base64",
-                    reason: match e {
-                        base64::DecodeError::InvalidByte(offset, _) => {
-                            format!("an invalid character at offset {offset}")
-                        }
-                        base64::DecodeError::InvalidLength(_) => "wrong length".to_owned(),
-                        base64::DecodeError::InvalidLastSymbol(offset, _) => {
-                            format!("an invalid last character at offset {offset}")
-                        }
-                        base64::DecodeError::InvalidPadding => "wrong padding".to_owned(),
-                    },
+                    reason: base64_reason(&e),
                 })
         }
     }

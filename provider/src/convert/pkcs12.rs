@@ -133,16 +133,7 @@ pub fn decode_base64(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, Pkcs12Error> {
         .decode(text.as_slice())
         .map(Zeroizing::new)
         .map_err(|e| Pkcs12Error::Base64 {
-            reason: match e {
-                base64::DecodeError::InvalidByte(offset, _) => {
-                    format!("an invalid character at offset {offset}")
-                }
-                base64::DecodeError::InvalidLength(_) => "wrong length".to_owned(),
-                base64::DecodeError::InvalidLastSymbol(offset, _) => {
-                    format!("an invalid last character at offset {offset}")
-                }
-                base64::DecodeError::InvalidPadding => "wrong padding".to_owned(),
-            },
+            reason: super::base64_reason(&e),
         })
 }
 
