@@ -550,17 +550,32 @@ fn key_ids_of(der: &[u8]) -> Option<KeyIds> {
     Some(ids)
 }
 
+/// The distinct certificates, in order of first occurrence.
+fn distinct<'a>(certs: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for cert in certs {
+        if !out.contains(cert) {
+            out.push(cert);
+        }
+    }
+    out
+}
+
+/// Whether no two certificates share a SubjectKeyId (then the issuer of each is unambiguous).
+fn unique_subjects(ids: &[KeyIds]) -> bool {
+    let mut subjects: Vec<&Vec<u8>> = ids.iter().filter_map(|i| i.subject.as_ref()).collect();
+    let with_subject = subjects.len();
+    subjects.sort();
+    subjects.dedup();
+    subjects.len() == with_subject
+}
+
 /// The rules of an ordering: a chain covers every distinct certificate exactly once, each one
 /// issued by the next (AuthorityKeyId = next SubjectKeyId), duplicates counted; when subject key
 /// ids are unique the leaf issued none of the others. Keeping the order needs two or more.
 fn check_order(certs: &[&[u8]], order: &chain::Order) {
     let n = certs.len();
-    let mut distinct: Vec<&[u8]> = Vec::new();
-    for cert in certs {
-        if !distinct.contains(cert) {
-            distinct.push(cert);
-        }
-    }
+    let distinct = distinct(certs);
     match order {
         chain::Order::Kept(_) => {
             assert!(distinct.len() >= 2, "kept the order of one certificate");
@@ -585,12 +600,9 @@ fn check_order(certs: &[&[u8]], order: &chain::Order) {
                     "a certificate of the chain is not issued by the next one"
                 );
             }
-            let mut subjects: Vec<&Vec<u8>> =
-                ids.iter().filter_map(|i| i.subject.as_ref()).collect();
-            subjects.sort();
-            subjects.dedup();
-            let unique = subjects.len() == ids.iter().filter(|i| i.subject.is_some()).count();
-            if unique && let Some((leaf, others)) = ids.split_first() {
+            if unique_subjects(&ids)
+                && let Some((leaf, others)) = ids.split_first()
+            {
                 assert!(
                     leaf.subject.is_none() || others.iter().all(|o| o.authority != leaf.subject),
                     "the first certificate issued another one"
@@ -625,21 +637,11 @@ pub fn chain_order(data: &[u8]) {
         "ordered certificates of which one does not parse"
     );
     check_order(&refs, &order);
-    let mut distinct: Vec<&[u8]> = Vec::new();
-    for cert in &refs {
-        if !distinct.contains(cert) {
-            distinct.push(cert);
-        }
-    }
-    let mut subjects: Vec<Vec<u8>> = distinct
+    let ids: Vec<KeyIds> = distinct(&refs)
         .iter()
-        .filter_map(|c| key_ids_of(c)?.subject)
+        .filter_map(|c| key_ids_of(c))
         .collect();
-    let with_subject = subjects.len();
-    subjects.sort();
-    subjects.dedup();
-    let unique = subjects.len() == with_subject;
-    if unique {
+    if unique_subjects(&ids) {
         let reversed: Vec<&[u8]> = refs.iter().rev().copied().collect();
         let again = chain::order(&reversed).expect("the same certificates parse");
         match (&order, &again) {
