@@ -1,46 +1,17 @@
 package harness
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 )
 
 // minNeedle is the shortest secret value searched for: shorter ones occur in logs by chance.
 const minNeedle = 8
-
-// leakPatterns reads the credential shapes the Rust integration tests scan for
-// (tests/leak-patterns.txt: JWTs, bearer headers, OAuth form fields, token JSON, PEM private keys).
-func leakPatterns() ([]*regexp.Regexp, error) {
-	_, self, _, ok := runtime.Caller(0)
-	if !ok {
-		return nil, fmt.Errorf("cannot locate the harness source to find tests/leak-patterns.txt")
-	}
-	path := filepath.Join(filepath.Dir(self), "..", "..", "..", "tests", "leak-patterns.txt")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []*regexp.Regexp
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		re, err := regexp.Compile(line)
-		if err != nil {
-			return nil, fmt.Errorf("%s: pattern %q: %w", path, line, err)
-		}
-		out = append(out, re)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no patterns", path)
-	}
-	return out, nil
-}
 
 // needles are the secret strings to look for: each value, or for a multi-line value (PEM) each
 // of its lines but the BEGIN/END markers; at least minNeedle bytes.
@@ -57,15 +28,17 @@ func needles(values []string) []string {
 	return out
 }
 
-// LeakFindings scans the provider's log for credential shapes and for every secret this
-// environment handed out: the stored secret values (certificate-backed ones too), the access
-// tokens issued, the service-account tokens minted, the service principal's secret and extra.
-// A finding names the log line and what matched, never the secret itself.
+// LeakFindings runs scripts/leak-scan.sh (the credential shapes of tests/leak-patterns.txt, as
+// the Rust integration tests use them) over the provider's log, with every secret this
+// environment handed out as known values: the stored secret values (certificate-backed ones
+// too), the access tokens issued, the service-account tokens minted, the service principal's
+// secret and extra. A finding names the log line and what matched, never the secret itself.
 func (e *Env) LeakFindings(extra ...string) ([]string, error) {
-	patterns, err := leakPatterns()
-	if err != nil {
-		return nil, err
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return nil, fmt.Errorf("cannot locate the harness source to find scripts/leak-scan.sh")
 	}
+	script := filepath.Join(filepath.Dir(self), "..", "..", "..", "scripts", "leak-scan.sh")
 	values := append([]string{SPClientSecret}, extra...)
 	if e.Vault != nil {
 		values = append(values, e.Vault.SecretValues()...)
@@ -76,27 +49,31 @@ func (e *Env) LeakFindings(extra ...string) ([]string, error) {
 	if e.Issuer != nil {
 		values = append(values, e.Issuer.Minted()...)
 	}
-	secrets := needles(values)
-	f, err := os.Open(e.LogFile)
+	file, err := os.CreateTemp(e.Dir, "leak-values-")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer os.Remove(file.Name())
+	_, err = file.WriteString(strings.Join(needles(values), "\n") + "\n")
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.Command("bash", script, "--values", file.Name(), e.LogFile).CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+		return nil, fmt.Errorf("%s: %v: %s", script, err, out)
+	}
 	var findings []string
-	scanner := bufio.NewScanner(f)
-	scanner.Buffer(make([]byte, 0, 64*1024), 16*1024*1024)
-	for n := 1; scanner.Scan(); n++ {
-		line := scanner.Text()
-		for _, re := range patterns {
-			if re.MatchString(line) {
-				findings = append(findings, fmt.Sprintf("%s:%d: matches the credential pattern %q", e.LogFile, n, re.String()))
-			}
-		}
-		for i, s := range secrets {
-			if strings.Contains(line, s) {
-				findings = append(findings, fmt.Sprintf("%s:%d: contains secret #%d (%d bytes)", e.LogFile, n, i, len(s)))
-			}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, e.LogFile+":") {
+			findings = append(findings, line)
 		}
 	}
-	return findings, scanner.Err()
+	if err != nil && len(findings) == 0 {
+		return nil, fmt.Errorf("%s failed without findings: %s", script, out)
+	}
+	return findings, nil
 }
