@@ -84,34 +84,52 @@ fn request_of(data: &[u8]) -> MountRequest {
     }
 }
 
-/// Values that must never appear in an error message or a plan's `Debug`.
-fn secrets_of(request: &MountRequest) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(map) = serde_json::from_str::<BTreeMap<String, String>>(&request.secrets) {
-        // Everything but the client id (which names the identity in messages) is secret.
-        out.extend(
-            map.into_iter()
-                .filter(|(k, _)| !k.trim().eq_ignore_ascii_case("clientid"))
-                .map(|(_, v)| v),
-        );
+/// The request with every secret value replaced by a unique canary, and the canaries.
+///
+/// Secret values are the node-publish secret's values (all but `clientid`, which names the
+/// identity in messages) and the service-account tokens. A canary keeps what the provider looks
+/// at (empty, or blank after trimming, stays as it was), so the canary request takes the same
+/// path; it cannot occur in the public attributes, so finding one in a message or a plan's
+/// `Debug` is a leak, not a secret value that happens to equal a vault name the message quotes.
+fn with_canaries(request: &MountRequest) -> (MountRequest, Vec<String>) {
+    let mut salt = 0u32;
+    while request.attributes.contains(&format!("Q{salt}Q-canary")) {
+        salt += 1;
     }
-    if let Ok(attrs) = serde_json::from_str::<BTreeMap<String, String>>(&request.attributes)
-        && let Some(tokens) = attrs.get(mount::request::SERVICE_ACCOUNT_TOKENS)
-        && let Ok(tokens) = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(tokens)
+    let mut canaries = Vec::new();
+    let mut canary = |value: &mut String, keep: bool| {
+        if !keep {
+            *value = format!("Q{salt}Q-canary-{}", canaries.len());
+            canaries.push(value.clone());
+        }
+    };
+    let mut out = request.clone();
+    if let Ok(mut map) = serde_json::from_str::<BTreeMap<String, String>>(&request.secrets) {
+        for (key, value) in &mut map {
+            let keep = key.trim().eq_ignore_ascii_case("clientid") || value.trim().is_empty();
+            canary(value, keep);
+        }
+        out.secrets = serde_json::to_string(&map).unwrap_or_default();
+    }
+    if let Ok(mut attrs) = serde_json::from_str::<BTreeMap<String, String>>(&request.attributes)
+        && let Some(raw) = attrs.get_mut(mount::request::SERVICE_ACCOUNT_TOKENS)
+        && let Ok(mut tokens) = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(raw)
     {
-        out.extend(
-            tokens
-                .values()
-                .filter_map(|t| t.get("token")?.as_str().map(str::to_owned)),
-        );
+        for entry in tokens.values_mut() {
+            if let Some(serde_json::Value::String(token)) = entry.get_mut("token") {
+                let keep = token.is_empty();
+                canary(token, keep);
+            }
+        }
+        *raw = serde_json::to_string(&tokens).unwrap_or_default();
+        out.attributes = serde_json::to_string(&attrs).unwrap_or_default();
     }
-    // Short values occur in ordinary text by chance.
-    out.retain(|v| v.len() >= 12);
-    out
+    (out, canaries)
 }
 
-/// A Mount request through `mount::plan`: no panic; errors bounded, printable and free of
-/// secrets; a plan only names files that pass the file-name rules.
+/// A Mount request through `mount::plan`: no panic; errors bounded and printable; a plan only
+/// names files that pass the file-name rules. The same request with canaries for its secret
+/// values must not show a canary in its error or its plan.
 pub fn mount_request(data: &[u8]) {
     let mut request = request_of(data);
     // No file reads from a fuzzer: the cloud file's bytes go to the cloud file parser instead.
@@ -122,34 +140,32 @@ pub fn mount_request(data: &[u8]) {
         "/nonexistent/akv-csi-provider-fuzz/cloud.json".clone_into(file);
         request.attributes = serde_json::to_string(&attrs).unwrap_or_default();
     }
-    let secrets = secrets_of(&request);
-    match mount::plan(&request, CloudName::Public) {
+    check_plan(&request, &[]);
+    let (request, canaries) = with_canaries(&request);
+    if !canaries.is_empty() {
+        check_plan(&request, &canaries);
+    }
+}
+
+/// Plans `request` and checks the result, and that none of `secrets` shows in it.
+fn check_plan(request: &MountRequest, secrets: &[String]) {
+    let shown = match mount::plan(request, CloudName::Public) {
         Ok(plan) => {
             assert!(plan.default_mode <= 0o777);
             assert!(!plan.spc.objects.is_empty() && plan.spc.objects.len() <= spc::MAX_OBJECTS);
             for object in &plan.spc.objects {
                 assert_eq!(file_name::check(object.file_name()), Ok(()));
             }
-            let shown = format!("{plan:?} {}", plan.identity);
-            for secret in &secrets {
-                assert!(
-                    !shown.contains(secret.as_str()),
-                    "a secret in the plan's Debug"
-                );
-            }
+            format!("{plan:?} {}", plan.identity)
         }
-        Err(e) => check_error(&e, &secrets),
-    }
-}
-
-fn check_error(error: &MountError, secrets: &[String]) {
-    let message = to_status(error).message().to_owned();
-    check_message(&message);
+        Err(e) => {
+            let message = to_status(&e).message().to_owned();
+            check_message(&message);
+            message
+        }
+    };
     for secret in secrets {
-        assert!(
-            !message.contains(secret.as_str()),
-            "a secret in {message:?}"
-        );
+        assert!(!shown.contains(secret.as_str()), "a secret in {shown:?}");
     }
 }
 
@@ -821,6 +837,62 @@ mod tests {
     }
 
     /// The seeds reach the success paths, where most invariants are checked.
+    /// Canaries replace exactly the secret values, keep what the provider looks at, and the
+    /// leak check fails when a canary does show.
+    #[test]
+    fn canaries_replace_the_secret_values() {
+        let tokens =
+            r#"{"api://AzureADTokenExchange":{"token":"sa-token-1"},"other":{"token":""}}"#;
+        let attributes = serde_json::json!({
+            "keyvaultName": "kv1",
+            "tenantID": "t1",
+            "objects": "array:\n  - |\n    objectName: s1\n    objectType: secret\n",
+            "csi.storage.k8s.io/pod.name": "web-0",
+            "csi.storage.k8s.io/pod.namespace": "shop",
+            mount::request::SERVICE_ACCOUNT_TOKENS: tokens,
+        });
+        let request = MountRequest {
+            attributes: attributes.to_string(),
+            secrets: r#"{" ClientID ":"app-1","clientsecret":"hunter2-long-value","blank":"  "}"#
+                .into(),
+            target_path: "/fuzz".into(),
+            permission: "420".into(),
+            current_object_version: Vec::new(),
+        };
+        let (planted, canaries) = with_canaries(&request);
+        assert_eq!(canaries, ["Q0Q-canary-0", "Q0Q-canary-1"]);
+        let secrets: BTreeMap<String, String> =
+            serde_json::from_str(&planted.secrets).unwrap_or_default();
+        assert_eq!(secrets[" ClientID "], "app-1");
+        assert_eq!(secrets["blank"], "  ");
+        assert_eq!(secrets["clientsecret"], "Q0Q-canary-0");
+        assert!(
+            planted
+                .attributes
+                .contains(r#"{\"token\":\"Q0Q-canary-1\"}"#)
+        );
+        assert!(planted.attributes.contains(r#"{\"token\":\"\"}"#));
+        assert!(!planted.attributes.contains("sa-token-1"));
+        // The same identity is chosen for both.
+        let identity = |r: &MountRequest| {
+            mount::plan(r, CloudName::Public)
+                .map(|p| p.identity.to_string())
+                .ok()
+        };
+        assert_eq!(
+            identity(&request),
+            Some("service principal (clientid app-1, tenant t1)".into())
+        );
+        assert_eq!(identity(&planted), identity(&request));
+        // A salt keeps canaries out of what the attributes already say.
+        let mut salted = request.clone();
+        salted.attributes = salted.attributes.replace("web-0", "Q0Q-canary");
+        assert_eq!(with_canaries(&salted).1[0], "Q1Q-canary-0");
+        // The check does fail on a value that shows.
+        let shown = std::panic::catch_unwind(|| check_plan(&request, &["app-1".to_owned()]));
+        assert!(shown.is_err());
+    }
+
     #[test]
     fn seeds_reach_the_success_paths() {
         use base64::Engine;
