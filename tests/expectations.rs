@@ -12,14 +12,7 @@ mod support;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use support::{
-    fake_azure::{FakeAzure, SecretOpts},
-    provider::{Provider, mount_request},
-};
-
-const TENANT: &str = "tenant-expectations";
-const SP_ID: &str = "sp-expectations";
-const SP_SECRET: &str = "sp-expectations-secret";
+use support::env::{Env, sp_secrets};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -79,48 +72,20 @@ async fn the_provider_returns_exactly_the_shared_expectations() {
     let fixture: Fixture = serde_json::from_str(&text).expect("fixture JSON");
     assert!(fixture.cases.len() >= 5);
 
-    let fake = FakeAzure::start().await;
-    fake.add_vault("kv1", TENANT);
-    fake.add_service_principal(TENANT, SP_ID, SP_SECRET);
-    fake.grant("kv1", SP_ID, &["get", "list"]);
-    let cloud = fake.write_cloud_env_file().display().to_string();
-    let provider = Provider::start(&[
-        format!("--ca-file={}", fake.ca_file().display()),
-        "--resolve=*.vault.test=127.0.0.1".to_owned(),
-        "--resolve=login.test=127.0.0.1".to_owned(),
-    ]);
-    let secrets = serde_json::json!({"clientid": SP_ID, "clientsecret": SP_SECRET}).to_string();
+    let env = Env::start(&[]).await;
+    let secrets = sp_secrets();
 
     let mut all_objects = Vec::new();
     let mut all_files = Vec::new();
     let mut all_versions = Vec::new();
     for case in &fixture.cases {
         let name = &case.object["objectName"];
-        let ids: Vec<String> = case
-            .versions
-            .iter()
-            .map(|v| fake.set_secret("kv1", name, v, SecretOpts::default()))
-            .collect();
+        let ids: Vec<String> = case.versions.iter().map(|v| env.secret(name, v)).collect();
         let yaml = object_yaml(case, case.pin.map(|i| ids[i].as_str()));
-        let objects = format!(
-            "array:\n  - |\n{}",
-            yaml.lines()
-                .map(|l| format!("    {l}\n"))
-                .collect::<String>()
-        );
-        let params = vec![
-            ("keyvaultName", "kv1".to_owned()),
-            ("tenantID", TENANT.to_owned()),
-            ("cloudName", "AzureStackCloud".to_owned()),
-            ("cloudEnvFileName", cloud.clone()),
-            ("objects", objects),
-        ];
-        let mut client = provider.client().await;
-        let resp = client
-            .mount(mount_request(&params, &secrets))
+        let resp = env
+            .mount(&env.params(&[&yaml], &[]), &secrets)
             .await
-            .unwrap_or_else(|e| panic!("{}: {e:?}", case.name))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("{}: {e:?}", case.name));
         let got: Vec<(String, i32, Vec<u8>)> = resp
             .files
             .iter()
@@ -155,29 +120,11 @@ async fn the_provider_returns_exactly_the_shared_expectations() {
     }
 
     // All cases in one SecretProviderClass, in order.
-    let objects = format!(
-        "array:\n{}",
-        all_objects
-            .iter()
-            .map(|y| format!(
-                "  - |\n{}",
-                y.lines().map(|l| format!("    {l}\n")).collect::<String>()
-            ))
-            .collect::<String>()
-    );
-    let params = vec![
-        ("keyvaultName", "kv1".to_owned()),
-        ("tenantID", TENANT.to_owned()),
-        ("cloudName", "AzureStackCloud".to_owned()),
-        ("cloudEnvFileName", cloud.clone()),
-        ("objects", objects),
-    ];
-    let mut client = provider.client().await;
-    let resp = client
-        .mount(mount_request(&params, &secrets))
+    let all_objects: Vec<&str> = all_objects.iter().map(String::as_str).collect();
+    let resp = env
+        .mount(&env.params(&all_objects, &[]), &secrets)
         .await
-        .expect("all cases")
-        .into_inner();
+        .expect("all cases");
     let got: Vec<(String, i32, Vec<u8>)> = resp
         .files
         .iter()
