@@ -284,11 +284,7 @@ func (s *Server) certificates(c *ctx, rest []string) {
 		}
 		s.listVersions(c, "certificates", o, func(v *version) map[string]any { return s.certItemJSON(c, v) })
 	case m == http.MethodGet && len(rest) <= 1:
-		id := ""
-		if len(rest) == 1 {
-			id = rest[0]
-		}
-		v := pick(c, o, id, "certificate", "CertificateNotFound")
+		v := pick(c, o, rest, "certificate", "CertificateNotFound")
 		if v == nil {
 			return
 		}

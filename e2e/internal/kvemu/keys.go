@@ -149,11 +149,7 @@ func (s *Server) keysRoute(c *ctx, rest []string) {
 		}
 		s.listVersions(c, "keys", o, func(v *version) map[string]any { return s.keyItemJSON(c, v) })
 	case m == http.MethodGet && len(rest) <= 1:
-		id := ""
-		if len(rest) == 1 {
-			id = rest[0]
-		}
-		v := pick(c, o, id, "key", "KeyNotFound")
+		v := pick(c, o, rest, "key", "KeyNotFound")
 		if v == nil {
 			return
 		}

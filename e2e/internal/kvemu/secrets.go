@@ -75,11 +75,7 @@ func (s *Server) secrets(c *ctx, rest []string) {
 		}
 		s.listVersions(c, "secrets", o, func(v *version) map[string]any { return s.secretJSON(c, v, false) })
 	case m == http.MethodGet && len(rest) <= 1:
-		id := ""
-		if len(rest) == 1 {
-			id = rest[0]
-		}
-		v := pick(c, o, id, "secret", "SecretNotFound")
+		v := pick(c, o, rest, "secret", "SecretNotFound")
 		if v == nil {
 			return
 		}
@@ -89,11 +85,7 @@ func (s *Server) secrets(c *ctx, rest []string) {
 		}
 		c.json(200, s.secretJSON(c, v, true))
 	case m == http.MethodPatch && len(rest) <= 1:
-		id := ""
-		if len(rest) == 1 {
-			id = rest[0]
-		}
-		v := pick(c, o, id, "secret", "SecretNotFound")
+		v := pick(c, o, rest, "secret", "SecretNotFound")
 		if v == nil {
 			return
 		}

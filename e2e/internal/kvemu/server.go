@@ -361,15 +361,17 @@ func notFound(c *ctx, kind, code string) {
 	c.fail(404, code, fmt.Sprintf("A %s with (name/id) %s was not found in this key vault. If you recently deleted this %s you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182", kind, c.name, kind), "")
 }
 
-// pick returns the requested version (latest when id is ""), answering 404 itself.
-func pick(c *ctx, o *object, id, kind, code string) *version {
+// pick returns the version the path names after the object name (rest: none for the latest, or
+// the version id), answering 404 itself.
+func pick(c *ctx, o *object, rest []string, kind, code string) *version {
 	if o == nil || len(o.versions) == 0 {
 		notFound(c, kind, code)
 		return nil
 	}
-	if id == "" {
+	if len(rest) == 0 {
 		return o.latest()
 	}
+	id := rest[0]
 	v := o.find(id)
 	if v == nil {
 		c.fail(404, code, fmt.Sprintf("A %s with (name/id) %s/%s was not found in this key vault.", kind, c.name, id), "")
