@@ -47,6 +47,7 @@ for target in "${targets[@]}"; do
         mount_request | objects_yaml) dict=(-dict=fuzz/dict/spc.dict) ;;
         pem_bundle) dict=(-dict=fuzz/dict/pem.dict) ;;
     esac
+    started=$(mktemp)
     # The binaries run directly: no cargo process competes with the fuzzer.
     set +e
     "$bin_dir/$target" "$corpus" "fuzz/seeds/$target" "${dict[@]}" \
@@ -63,8 +64,16 @@ for target in "${targets[@]}"; do
     else
         outcome="CRASH(exit $rc, see $log and $artifacts)"
         status=1
+        # The broken invariant first (the backtrace below it is long), then the end of the log.
+        grep -m1 -A3 'panicked at' "$log" >&2 || true
         grep -vE '^#[0-9]+' "$log" | tail -40 >&2
+        # A CI clone is gone after the run: print the inputs so the crash can be replayed anywhere
+        # (echo ... | base64 -d > fuzz/regressions/<target>/<what-was-wrong>; cargo test --lib fuzz).
+        find "$artifacts" -type f -newer "$started" -size -64k | while read -r input; do
+            echo "FUZZ-INPUT target=$target file=$(basename "$input") base64=$(base64 -w0 "$input")" >&2
+        done
     fi
+    rm -f "$started"
     echo "FUZZ target=$target seconds=$seconds sanitizer=$sanitizer execs=$(stat number_of_executed_units) execs_per_s=$(stat average_exec_per_sec) coverage=${cov:-?} features=${features:-?} corpus=$(find "$corpus" -type f | wc -l) peak_rss_mb=$(stat peak_rss_mb) outcome=$outcome"
 done
 exit "$status"
