@@ -89,11 +89,15 @@ fn request_of(data: &[u8]) -> MountRequest {
 /// Secret values are the node-publish secret's values (all but `clientid`, which names the
 /// identity in messages) and the service-account tokens. A canary keeps what the provider looks
 /// at (empty, or blank after trimming, stays as it was), so the canary request takes the same
-/// path; it cannot occur in the public attributes, so finding one in a message or a plan's
+/// path; it occurs nowhere in the request, so finding one in a message or a plan's
 /// `Debug` is a leak, not a secret value that happens to equal a vault name the message quotes.
 fn with_canaries(request: &MountRequest) -> (MountRequest, Vec<String>) {
+    let given = [&request.attributes, &request.secrets, &request.permission];
     let mut salt = 0u32;
-    while request.attributes.contains(&format!("Q{salt}Q-canary")) {
+    while given
+        .iter()
+        .any(|g| g.contains(&format!("Q{salt}Q-canary")))
+    {
         salt += 1;
     }
     let mut canaries = Vec::new();
@@ -836,7 +840,6 @@ mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    /// The seeds reach the success paths, where most invariants are checked.
     /// Canaries replace exactly the secret values, keep what the provider looks at, and the
     /// leak check fails when a canary does show.
     #[test]
@@ -893,6 +896,7 @@ mod tests {
         assert!(shown.is_err());
     }
 
+    /// The seeds reach the success paths, where most invariants are checked.
     #[test]
     fn seeds_reach_the_success_paths() {
         use base64::Engine;
