@@ -403,13 +403,7 @@ pub fn pem_bundle(data: &[u8]) {
             let again = convert::split_pem(&files.combined(), "secret/fuzz")
                 .expect("the combined file reads back");
             assert_eq!(again.certs, files.certs);
-            assert!(
-                again
-                    .keys
-                    .iter()
-                    .map(SecretBytes::expose)
-                    .eq(files.keys.iter().map(SecretBytes::expose))
-            );
+            assert!(same_keys(&again.keys, &files.keys));
         }
         Err(e) => {
             let message = check_convert_error(e);
@@ -418,6 +412,13 @@ pub fn pem_bundle(data: &[u8]) {
             }
         }
     }
+}
+
+/// Whether two key lists hold the same bytes in the same order.
+fn same_keys(a: &[SecretBytes], b: &[SecretBytes]) -> bool {
+    a.iter()
+        .map(SecretBytes::expose)
+        .eq(b.iter().map(SecretBytes::expose))
 }
 
 /// A PFX (the fuzz input is the DER; Key Vault's value is its base64) through `pkcs12_to_pem`:
@@ -468,13 +469,7 @@ pub fn pfx(data: &[u8]) {
                 .map(|c| one_block(c, pem::CERTIFICATE))
                 .collect();
             assert!(got.iter().map(|g| g.as_slice()).eq(want));
-            assert!(
-                chained
-                    .keys
-                    .iter()
-                    .map(SecretBytes::expose)
-                    .eq(files.keys.iter().map(SecretBytes::expose))
-            );
+            assert!(same_keys(&chained.keys, &files.keys));
         }
         (Err(_), Err(e)) => {
             check_convert_error(e);
@@ -534,40 +529,9 @@ fn certs_of(data: &[u8]) -> Vec<Vec<u8>> {
     certs
 }
 
-/// SubjectKeyIdentifier and AuthorityKeyIdentifier (key id) of a certificate, read here with
-/// x509-parser's typed accessors, apart from `chain`'s reading.
-#[derive(Debug, PartialEq, Eq)]
-struct KeyIds {
-    subject: Option<Vec<u8>>,
-    authority: Option<Vec<u8>>,
-}
-
-fn key_ids_of(der: &[u8]) -> Option<KeyIds> {
-    use x509_parser::extensions::ParsedExtension;
-    let (rest, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    if !rest.is_empty() {
-        return None;
-    }
-    let mut ids = KeyIds {
-        subject: None,
-        authority: None,
-    };
-    for ext in cert.extensions() {
-        match ext.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(id) => {
-                ids.subject = Some(id.0.to_vec()).filter(|v| !v.is_empty());
-            }
-            ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                ids.authority = aki
-                    .key_identifier
-                    .as_ref()
-                    .map(|id| id.0.to_vec())
-                    .filter(|v| !v.is_empty());
-            }
-            _ => {}
-        }
-    }
-    Some(ids)
+/// The key identifiers of a certificate, `None` when it does not parse.
+fn key_ids_of(der: &[u8]) -> Option<chain::Ids> {
+    chain::key_ids(0, der).ok()
 }
 
 /// The distinct certificates, in order of first occurrence.
@@ -582,7 +546,7 @@ fn distinct<'a>(certs: &[&'a [u8]]) -> Vec<&'a [u8]> {
 }
 
 /// Whether no two certificates share a SubjectKeyId (then the issuer of each is unambiguous).
-fn unique_subjects(ids: &[KeyIds]) -> bool {
+fn unique_subjects(ids: &[chain::Ids]) -> bool {
     let mut subjects: Vec<&Vec<u8>> = ids.iter().filter_map(|i| i.subject.as_ref()).collect();
     let with_subject = subjects.len();
     subjects.sort();
@@ -610,7 +574,7 @@ fn check_order(certs: &[&[u8]], order: &chain::Order) {
             assert!(indices.iter().all(|&i| i < n));
             let chained: Vec<&[u8]> = indices.iter().map(|&i| certs[i]).collect();
             assert!(distinct.iter().all(|d| chained.contains(d)));
-            let ids: Vec<KeyIds> = chained
+            let ids: Vec<chain::Ids> = chained
                 .iter()
                 .map(|c| key_ids_of(c).expect("an ordered certificate parses"))
                 .collect();
@@ -657,7 +621,7 @@ pub fn chain_order(data: &[u8]) {
         "ordered certificates of which one does not parse"
     );
     check_order(&refs, &order);
-    let ids: Vec<KeyIds> = distinct(&refs)
+    let ids: Vec<chain::Ids> = distinct(&refs)
         .iter()
         .filter_map(|c| key_ids_of(c))
         .collect();

@@ -96,13 +96,17 @@ impl Order {
     }
 }
 
-/// The key identifiers of one certificate.
-struct Ids {
-    subject: Option<Vec<u8>>,
-    authority: Option<Vec<u8>>,
+/// The key identifiers of one certificate (not secret: they are in every copy of it).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Ids {
+    /// SubjectKeyIdentifier, when present and not empty.
+    pub(crate) subject: Option<Vec<u8>>,
+    /// The key id of AuthorityKeyIdentifier, when present and not empty.
+    pub(crate) authority: Option<Vec<u8>>,
 }
 
-fn key_ids(index: usize, der: &[u8]) -> Result<Ids, ChainError> {
+/// Reads the key identifiers of the certificate at `index` (for the error) of a chain.
+pub(crate) fn key_ids(index: usize, der: &[u8]) -> Result<Ids, ChainError> {
     let bad = |reason: String| ChainError::Certificate { index, reason };
     let (rest, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
     if !rest.is_empty() {
