@@ -28,7 +28,7 @@ func outcomesSince(from int) []entra.Outcome { return env.Tokens.Outcomes()[from
 func wiMount(t *testing.T, target, objects, tokens string) error {
 	t.Helper()
 	params := env.Params(objects, map[string]string{"clientID": harness.WIClientID})
-	_, _, err := env.Mount(ctx(t), harness.Attributes(params, harness.DefaultPod, tokens), "{}", target)
+	_, _, err := env.Mount(ctx(t), harness.Attributes(params, harness.DefaultPod, tokens), harness.NoSecretRef, target)
 	return err
 }
 
@@ -47,7 +47,7 @@ func TestWorkloadIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	params := env.Params(objects, map[string]string{"clientID": harness.WIClientID})
-	versions, _, err := env.Mount(ctx(t), harness.Attributes(params, harness.DefaultPod, tokens), "{}", target)
+	versions, _, err := env.Mount(ctx(t), harness.Attributes(params, harness.DefaultPod, tokens), harness.NoSecretRef, target)
 	if err != nil {
 		t.Fatalf("workload identity mount: %v", err)
 	}
@@ -103,6 +103,38 @@ func TestWorkloadIdentity(t *testing.T) {
 		})
 	}
 	assertNoLeaks(t, "from-workload-identity")
+}
+
+// TestWorkloadIdentityTokenInSecrets: Kubernetes 1.35 with the CSIDriver's
+// serviceAccountTokenInSecrets: true. Kubelet puts the tokens entry into the node-publish
+// secrets; the driver v1.6.0 copies it into the attributes and passes the secrets on as they are
+// (getServiceAccountTokens and json.Marshal in pkg/secrets-store/nodeserver.go). Both the v1.6
+// form (token in both) and the token only in secrets mount, and the token never shows in the log.
+func TestWorkloadIdentityTokenInSecrets(t *testing.T) {
+	ver := setSecret(t, "wi-in-secrets", "token-in-secrets")
+	objects := harness.Objects(harness.Object("objectName", "wi-in-secrets", "objectType", "secret"))
+	tokens, err := env.WorkloadIdentityTokens(harness.DefaultPod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := harness.NodePublishSecrets(map[string]string{"csi.storage.k8s.io/serviceAccount.tokens": tokens})
+	params := env.Params(objects, map[string]string{"clientID": harness.WIClientID})
+	for name, attrTokens := range map[string]string{"in both (driver v1.6)": tokens, "only in secrets": ""} {
+		t.Run(name, func(t *testing.T) {
+			target := t.TempDir()
+			versions, _, err := env.Mount(ctx(t), harness.Attributes(params, harness.DefaultPod, attrTokens), secrets, target)
+			if err != nil {
+				t.Fatalf("mount: %v", err)
+			}
+			if versions["secret/wi-in-secrets"] != ver {
+				t.Errorf("versions %v", versions)
+			}
+			if got := takeSnapshot(t, target).Files["wi-in-secrets"].Data; string(got) != "token-in-secrets" {
+				t.Errorf("wi-in-secrets = %q", got)
+			}
+		})
+	}
+	assertNoLeaks(t, "token-in-secrets")
 }
 
 // TestServicePrincipal: clientid/clientsecret from the node-publish secret; a wrong secret is

@@ -19,7 +19,7 @@ use futures::future::join_all;
 use support::{
     env::{Env, sp_secrets},
     fake_azure::Service,
-    provider::{mount_request, objects_yaml},
+    provider::{NO_SECRET_REF, mount_request, objects_yaml},
 };
 use tonic::Code;
 
@@ -489,7 +489,7 @@ async fn oversized_and_undecodable_requests() {
     grpc.ready().await.unwrap();
     let raw = RawMountRequest {
         attributes: b"{\"a\":\"\xff\xfe\"}".to_vec(),
-        secrets: b"{}".to_vec(),
+        secrets: NO_SECRET_REF.as_bytes().to_vec(),
         target_path: b"/t".to_vec(),
         permission: b"420".to_vec(),
     };

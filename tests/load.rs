@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use support::{
     env::{Env, TENANT, sp_secrets},
     fake_azure::{Fault, SYSTEM_ASSIGNED_CLIENT_ID, Service},
-    provider::{mount_request, rss_kib, tokens_attribute},
+    provider::{NO_SECRET_REF, mount_request, rss_kib, tokens_attribute},
 };
 use tonic::Code;
 
@@ -108,7 +108,7 @@ fn mixed_mount(env: &Env, i: usize) -> (Vec<(&'static str, String)>, String, usi
         1 => {
             let mut extra = pod.to_vec();
             extra.push(("useVMManagedIdentity", "true".to_owned()));
-            (env.params(&refs, &extra), "{}".to_owned())
+            (env.params(&refs, &extra), NO_SECRET_REF.to_owned())
         }
         _ => {
             let mut extra = pod.to_vec();
@@ -117,7 +117,7 @@ fn mixed_mount(env: &Env, i: usize) -> (Vec<(&'static str, String)>, String, usi
                 "csi.storage.k8s.io/serviceAccount.tokens",
                 tokens_attribute("api://AzureADTokenExchange", SA_TOKEN),
             ));
-            (env.params(&refs, &extra), "{}".to_owned())
+            (env.params(&refs, &extra), NO_SECRET_REF.to_owned())
         }
     };
     (params, secrets, files)

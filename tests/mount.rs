@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::{
     env::{CheckedEnv, SP_ID, TENANT, sp_secrets, versions},
     fake_azure::Fault,
-    provider::{mount_request, objects_yaml, tokens_attribute},
+    provider::{NO_SECRET_REF, mount_request, objects_yaml, tokens_attribute},
 };
 use tonic::Code;
 
@@ -165,7 +165,7 @@ async fn workload_identity_exchanges_the_service_account_token() {
             ("csi.storage.k8s.io/serviceAccount.tokens", tokens),
         ],
     );
-    let resp = env.mount(&params, "{}").await.expect("mount");
+    let resp = env.mount(&params, NO_SECRET_REF).await.expect("mount");
     assert_eq!(files(&resp)[0].2, b"from-workload-identity");
     assert_eq!(
         versions(&resp),
@@ -194,7 +194,7 @@ async fn workload_identity_exchanges_the_service_account_token() {
         ],
     );
     let err = env
-        .mount(&params, "{}")
+        .mount(&params, NO_SECRET_REF)
         .await
         .expect_err("forged token must fail");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -202,6 +202,102 @@ async fn workload_identity_exchanges_the_service_account_token() {
     assert!(
         err.message().contains(WI_ID),
         "names the identity: {}",
+        err.message()
+    );
+    env.assert_no_leaks();
+}
+
+/// Kubernetes 1.35 with the CSIDriver's `serviceAccountTokenInSecrets: true`: kubelet puts the
+/// tokens entry into `NodePublishVolumeRequest.secrets` (beside a nodePublishSecretRef's data, if
+/// any); the driver v1.6.0 copies it into `attributes` and passes its `secrets` on as they are
+/// (`getServiceAccountTokens` and `json.Marshal(secrets)` in `pkg/secrets-store/nodeserver.go`).
+/// Every mode mounts, the entry is never taken for a node-publish credential, and the token
+/// never shows in the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_token_in_secrets_for_every_mode() {
+    let mut env = env_with(&[], &[]).await;
+    env.fake.add_federated_identity(TENANT, WI_ID, SA_TOKEN);
+    let system = env.fake.add_managed_identity(None);
+    env.fake
+        .add_pod_identity("shop", "web-0", "pod-identity-client");
+    for principal in [WI_ID, SP_ID, system.as_str(), "pod-identity-client"] {
+        env.fake.grant("kv1", principal, &["get"]);
+    }
+    env.secret("s", "value");
+    let tokens = tokens_attribute("api://AzureADTokenExchange", SA_TOKEN);
+    let tokens_only =
+        serde_json::json!({ "csi.storage.k8s.io/serviceAccount.tokens": tokens.clone() })
+            .to_string();
+    let sp_with_tokens = serde_json::json!({
+        "clientid": SP_ID,
+        "clientsecret": support::env::SP_SECRET,
+        "csi.storage.k8s.io/serviceAccount.tokens": tokens.clone(),
+    })
+    .to_string();
+    let in_attributes = ("csi.storage.k8s.io/serviceAccount.tokens", tokens.clone());
+    let cases: Vec<(&str, Vec<(&'static str, String)>, &String, &str)> = vec![
+        (
+            "workload identity (driver v1.6: token in both)",
+            vec![("clientID", WI_ID.to_owned()), in_attributes.clone()],
+            &tokens_only,
+            WI_ID,
+        ),
+        (
+            "workload identity (token only in secrets)",
+            vec![("clientID", WI_ID.to_owned())],
+            &tokens_only,
+            WI_ID,
+        ),
+        (
+            "service principal (nodePublishSecretRef + token)",
+            vec![in_attributes.clone()],
+            &sp_with_tokens,
+            SP_ID,
+        ),
+        (
+            "VM managed identity",
+            vec![
+                ("useVMManagedIdentity", "true".to_owned()),
+                in_attributes.clone(),
+            ],
+            &tokens_only,
+            system.as_str(),
+        ),
+        (
+            "pod identity",
+            vec![("usePodIdentity", "true".to_owned()), in_attributes.clone()],
+            &tokens_only,
+            "pod-identity-client",
+        ),
+    ];
+    for (case, extra, secrets, principal) in cases {
+        env.fake.clear_requests();
+        let params = env.params(&["objectName: s\nobjectType: secret"], &extra);
+        let resp = env
+            .mount(&params, secrets)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e:?}"));
+        assert_eq!(files(&resp)[0].2, b"value", "{case}");
+        let used: Vec<Option<String>> = env
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.is_vault("kv1") && r.status == 200)
+            .map(|r| r.principal)
+            .collect();
+        assert_eq!(used, vec![Some(principal.to_owned())], "{case}");
+    }
+    // The tokens entry alone is no service principal: the message says what is missing.
+    let params = env.params(&["objectName: s\nobjectType: secret"], &[in_attributes]);
+    let err = env
+        .mount(&params, &tokens_only)
+        .await
+        .expect_err("no identity");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("the volume has no nodePublishSecretRef"),
+        "{}",
         err.message()
     );
     env.assert_no_leaks();
@@ -220,7 +316,10 @@ async fn missing_token_audience_is_a_failed_precondition() {
             ),
         ],
     );
-    let err = env.mount(&params, "{}").await.expect_err("no token");
+    let err = env
+        .mount(&params, NO_SECRET_REF)
+        .await
+        .expect_err("no token");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("tokenRequests"), "{}", err.message());
     assert!(err.message().contains("api://AzureADTokenExchange"));
@@ -261,7 +360,7 @@ async fn managed_identities_and_pod_identity() {
         env.fake.clear_requests();
         let params = env.params(&["objectName: mi\nobjectType: secret"], &identity);
         let resp = env
-            .mount(&params, "{}")
+            .mount(&params, NO_SECRET_REF)
             .await
             .unwrap_or_else(|e| panic!("{identity:?}: {e:?}"));
         assert_eq!(files(&resp)[0].2, b"managed-value");
@@ -283,7 +382,7 @@ async fn managed_identities_and_pod_identity() {
         ],
     );
     let err = env
-        .mount(&params, "{}")
+        .mount(&params, NO_SECRET_REF)
         .await
         .expect_err("unknown identity");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -295,7 +394,10 @@ async fn managed_identities_and_pod_identity() {
             ("csi.storage.k8s.io/pod.name", "unbound-pod".to_owned()),
         ],
     );
-    let err = env.mount(&params, "{}").await.expect_err("unbound pod");
+    let err = env
+        .mount(&params, NO_SECRET_REF)
+        .await
+        .expect_err("unbound pod");
     assert_eq!(
         err.code(),
         Code::PermissionDenied,
@@ -484,7 +586,7 @@ async fn invalid_requests_are_invalid_argument() {
     let err = env
         .mount(
             &env.params(&["objectName: s\nobjectType: secret"], &[]),
-            "{}",
+            NO_SECRET_REF,
         )
         .await
         .expect_err("no identity");
@@ -585,7 +687,7 @@ async fn nothing_secret_reaches_the_logs_even_with_every_library_at_trace() {
             ("csi.storage.k8s.io/serviceAccount.tokens", tokens),
         ],
     );
-    env.mount(&params, "{}")
+    env.mount(&params, NO_SECRET_REF)
         .await
         .expect("workload identity mount");
     env.mount_sp(&["objectName: one\nobjectType: secret"])

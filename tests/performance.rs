@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 use support::{
     fake_azure::{FakeAzure, Fault, SecretOpts, Service},
-    provider::{Provider, mount_request, objects_yaml, tokens_attribute},
+    provider::{NO_SECRET_REF, Provider, mount_request, objects_yaml, tokens_attribute},
 };
 use tonic::Code;
 
@@ -142,7 +142,7 @@ async fn a_forged_token_after_a_valid_one_gets_nothing_from_any_cache() {
             "csi.storage.k8s.io/serviceAccount.tokens",
             tokens_attribute("api://AzureADTokenExchange", token),
         ));
-        mount_request(&p, "{}")
+        mount_request(&p, NO_SECRET_REF)
     };
     let mut client = provider.client().await;
     client

@@ -51,7 +51,8 @@ fn request_of(data: &[u8]) -> MountRequest {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     if let Some(rest) = data.strip_prefix(b"S") {
         let mut attributes = BTreeMap::new();
-        let mut secrets = String::from("{}");
+        // What the driver sends without a nodePublishSecretRef.
+        let mut secrets = String::from("null");
         let mut permission = String::from("420");
         for record in rest.split(|b| *b == 0x1E) {
             let mut kv = record.splitn(2, |b| *b == 0x1F);

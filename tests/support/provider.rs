@@ -74,7 +74,7 @@ impl Provider {
         if metrics_port != 0 {
             ports.push(format!("--prometheus-port={metrics_port}"));
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_akv-csi-provider"))
+        let child = Command::new(binary())
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(ports)
             .args(args)
@@ -268,6 +268,20 @@ pub fn objects_yaml(objects: &[&str]) -> String {
     }
     yaml
 }
+
+/// The provider binary under test: `AKV_PROVIDER_BIN` (e.g. an older build, to show that a test
+/// fails on it), else the one cargo built for these tests.
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("AKV_PROVIDER_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_akv-csi-provider").into(),
+        std::path::PathBuf::from,
+    )
+}
+
+/// The `secrets` the driver sends for a volume without a `nodePublishSecretRef` (workload
+/// identity, managed identity, pod identity): `json.Marshal` of a nil map in the driver v1.6.0's
+/// `pkg/secrets-store/nodeserver.go`, i.e. `null`, never `{}`.
+pub const NO_SECRET_REF: &str = "null";
 
 /// A Mount request like the driver's: SPC parameters plus pod attributes, permission 420.
 pub fn mount_request(parameters: &[(&str, String)], secrets: &str) -> MountRequest {

@@ -135,7 +135,7 @@ func run(ctx context.Context, provider, target string) error {
 			return nil, err
 		}
 		params := env.Params(objects, map[string]string{"clientID": harness.WIClientID})
-		versions, _, err := env.Mount(ctx, harness.Attributes(params, harness.DefaultPod, tokens), "{}", target)
+		versions, _, err := env.Mount(ctx, harness.Attributes(params, harness.DefaultPod, tokens), harness.NoSecretRef, target)
 		return versions, err
 	}
 	err = t.phase("mount into "+target+" through the driver's client (workload identity)", func() error {

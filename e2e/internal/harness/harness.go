@@ -353,10 +353,21 @@ func (e *Env) WorkloadIdentityTokens(pod Pod) (string, error) {
 	return TokensAttribute(entra.WorkloadIdentityAudience, tok, exp), nil
 }
 
+// NodePublishSecrets is the Mount request's secrets field as the driver builds it: json.Marshal
+// of NodePublishVolumeRequest.secrets (pkg/secrets-store/nodeserver.go in the driver v1.6.0).
+// For a volume without a nodePublishSecretRef that map is nil and the field is "null".
+func NodePublishSecrets(data map[string]string) string {
+	b, _ := json.Marshal(data)
+	return string(b)
+}
+
+// NoSecretRef is what the driver sends as secrets for a volume without a nodePublishSecretRef
+// (workload identity, managed identity, pod identity): "null".
+var NoSecretRef = NodePublishSecrets(nil)
+
 // SPSecrets is the node-publish secret of the service principal.
 func SPSecrets(clientID, secret string) string {
-	b, _ := json.Marshal(map[string]string{"clientid": clientID, "clientsecret": secret})
-	return string(b)
+	return NodePublishSecrets(map[string]string{"clientid": clientID, "clientsecret": secret})
 }
 
 // Mount calls the provider through the driver's client and writes the reply with the driver's

@@ -172,7 +172,8 @@ pub fn build(
             attributes.remove(key);
         }
     }
-    let mut secrets = String::from("{}");
+    // What the driver sends for a volume without a nodePublishSecretRef.
+    let mut secrets = String::from("null");
     match identity {
         AgentIdentity::FromSpc => {
             if !param("clientID").is_empty()

@@ -63,7 +63,7 @@ impl Drop for Scrubbed {
 }
 
 /// Case-insensitive lookup in the node-publish secret.
-fn secret_value<'a>(
+pub(crate) fn secret_value<'a>(
     secrets: &'a HashMap<String, SecretString>,
     key: &str,
 ) -> Option<&'a SecretString> {
@@ -79,7 +79,7 @@ fn identity(
     spc: &SecretProviderClass,
     pod: &request::PodInfo,
     attrs: &HashMap<String, String>,
-    secrets: &HashMap<String, SecretString>,
+    secrets: &request::NodePublishSecrets,
 ) -> Result<Identity, AuthError> {
     let params = &spc.identity;
     if params.use_pod_identity {
@@ -98,18 +98,19 @@ fn identity(
         return Err(AuthError::IdentityBindingUnsupported);
     }
     if !params.client_id.is_empty() {
-        let token = request::service_account_token(attrs, WORKLOAD_IDENTITY_AUDIENCE)?.ok_or_else(
-            || AuthError::MissingToken {
+        let tokens = request::tokens_json(attrs, secrets);
+        let token = request::service_account_token(tokens, WORKLOAD_IDENTITY_AUDIENCE)?
+            .ok_or_else(|| AuthError::MissingToken {
                 client_id: params.client_id.clone(),
                 audience: WORKLOAD_IDENTITY_AUDIENCE,
-            },
-        )?;
+            })?;
         return Ok(Identity::WorkloadIdentity {
             tenant_id: spc.tenant_id.clone(),
             client_id: params.client_id.clone(),
             token,
         });
     }
+    let secrets = &secrets.credentials;
     if secrets.is_empty() {
         return Err(AuthError::NoIdentity(
             "the volume has no nodePublishSecretRef",
@@ -165,13 +166,13 @@ mod tests {
                 ("useVMManagedIdentity", "true"),
                 ("userAssignedIdentityID", "uai-1"),
             ],
-            "{}",
+            "null",
         );
         assert_eq!(
             p.map(|p| p.identity.to_string()),
             Ok("user-assigned managed identity (client id uai-1)".into())
         );
-        let p = planned(&[("usePodIdentity", "true")], "{}");
+        let p = planned(&[("usePodIdentity", "true")], "null");
         assert_eq!(
             p.map(|p| p.identity.to_string()),
             Ok("pod identity of pod shop/web-0".into())
@@ -188,7 +189,7 @@ mod tests {
                 ("clientID", "wi-1"),
                 (request::SERVICE_ACCOUNT_TOKENS, tokens),
             ],
-            "",
+            "null",
         );
         assert_eq!(
             p.as_ref().map(|p| p.identity.mode()),
@@ -202,19 +203,22 @@ mod tests {
 
     #[test]
     fn identity_errors() {
-        let e = planned(&[("clientID", "wi-1")], "");
+        let e = planned(&[("clientID", "wi-1")], "null");
         assert_eq!(
             e.err().as_deref(),
             Some(
                 "clientID \"wi-1\" selects workload identity, but the driver sent no service account token for audience api://AzureADTokenExchange: add {\"audience\": \"api://AzureADTokenExchange\"} to spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io (Helm: tokenRequests) and keep requiresRepublish: true"
             )
         );
-        let e = planned(&[], "{}");
-        assert!(
-            e.err()
-                .unwrap_or_default()
-                .ends_with("(the volume has no nodePublishSecretRef)")
-        );
+        for none in ["null", "{}", ""] {
+            let e = planned(&[], none);
+            assert!(
+                e.err()
+                    .unwrap_or_default()
+                    .ends_with("(the volume has no nodePublishSecretRef)"),
+                "{none:?}"
+            );
+        }
         let e = planned(&[], r#"{"clientid":"a"}"#);
         assert!(
             e.err()
@@ -230,9 +234,67 @@ mod tests {
         );
     }
 
+    /// Every identity mode with the `secrets` the driver v1.6.0 sends: `null` without a
+    /// nodePublishSecretRef (`json.Marshal` of a nil map), and with the CSIDriver's
+    /// `serviceAccountTokenInSecrets: true` the tokens entry in `secrets` as well as in the
+    /// attributes (the driver copies it), or only in `secrets` (a driver that does not).
+    #[test]
+    fn every_mode_with_what_the_driver_sends() {
+        let tokens = r#"{"api://AzureADTokenExchange":{"token":"jwt-in-secrets","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
+        let in_secrets = serde_json::json!({ request::SERVICE_ACCOUNT_TOKENS: tokens }).to_string();
+        let sp_and_tokens = serde_json::json!({
+            request::SERVICE_ACCOUNT_TOKENS: tokens, "clientid": "app-1", "clientsecret": "pw-1"
+        })
+        .to_string();
+        let modes: [(&[(&str, &str)], &str); 4] = [
+            (&[("useVMManagedIdentity", "true")], "managed_identity"),
+            (&[("usePodIdentity", "true")], "pod_identity"),
+            (
+                &[
+                    ("clientID", "wi-1"),
+                    (request::SERVICE_ACCOUNT_TOKENS, tokens),
+                ],
+                "workload_identity",
+            ),
+            (&[("clientID", "wi-1")], "workload_identity"),
+        ];
+        for (index, (params, mode)) in modes.iter().enumerate() {
+            let has_attr_token = params
+                .iter()
+                .any(|(k, _)| *k == request::SERVICE_ACCOUNT_TOKENS);
+            // The last case has the token only in `secrets`: `null` cannot work for it.
+            let forms: &[&str] = if index == 3 {
+                &[&in_secrets]
+            } else {
+                &["null", &in_secrets]
+            };
+            for secrets in forms {
+                let p = planned(params, secrets);
+                assert_eq!(
+                    p.as_ref().map(|p| p.identity.mode()),
+                    Ok(*mode),
+                    "{params:?} secrets={secrets} (token in attributes: {has_attr_token})"
+                );
+                assert!(!format!("{p:?}").contains("jwt-in-secrets"));
+            }
+        }
+        let p = planned(&[], &sp_and_tokens);
+        assert_eq!(
+            p.as_ref().map(|p| p.identity.to_string()),
+            Ok("service principal (clientid app-1, tenant tenant-1)".into())
+        );
+        // The tokens entry alone is no node-publish secret.
+        let e = planned(&[], &in_secrets);
+        assert!(
+            e.err()
+                .unwrap_or_default()
+                .ends_with("(the volume has no nodePublishSecretRef)")
+        );
+    }
+
     #[test]
     fn pod_attributes_are_required() {
-        let mut req = request(&[], "{}");
+        let mut req = request(&[], "null");
         req.attributes =
             serde_json::json!({"keyvaultName": "kv1", "tenantID": "t", "objects": OBJECTS})
                 .to_string();
@@ -249,7 +311,7 @@ mod tests {
     fn stack_cloud_needs_a_file() {
         let e = planned(
             &[("cloudName", "AzureStackCloud"), ("usePodIdentity", "true")],
-            "{}",
+            "null",
         );
         assert!(
             e.err()

@@ -36,15 +36,38 @@ pub fn attributes(json: &str) -> Result<HashMap<String, String>, MountError> {
     string_map(json, "attributes")
 }
 
-/// Parses `secrets` (node-publish secret data) with values kept secret; empty means `{}`.
-pub fn secrets(json: &str) -> Result<HashMap<String, SecretString>, MountError> {
-    if json.trim().is_empty() {
-        return Ok(HashMap::new());
+/// The decoded `secrets` field: the node-publish secret's data, and the service-account tokens
+/// when the CSIDriver has `serviceAccountTokenInSecrets: true` (Kubernetes 1.35+).
+#[derive(Debug, Default)]
+pub struct NodePublishSecrets {
+    /// The `nodePublishSecretRef` Secret's entries (values kept secret), without the tokens entry.
+    pub credentials: HashMap<String, SecretString>,
+    /// The `csi.storage.k8s.io/serviceAccount.tokens` entry, when kubelet put it into the secrets.
+    pub tokens: Option<SecretString>,
+}
+
+/// Parses `secrets`.
+///
+/// The driver sends `json.Marshal` of the volume's node-publish secrets: the four characters
+/// `null` when the volume has no `nodePublishSecretRef` (a nil Go map), which is the normal case
+/// for workload identity, managed identity and pod identity. `null`, `{}` and an empty string
+/// all mean "no secret". The tokens entry is never a node-publish credential: it is taken out of
+/// the credentials and kept apart.
+pub fn secrets(json: &str) -> Result<NodePublishSecrets, MountError> {
+    let trimmed = json.trim();
+    if trimmed.is_empty() || trimmed == "null" {
+        return Ok(NodePublishSecrets::default());
     }
-    Ok(string_map(json, "secrets")?
+    let mut map = string_map(json, "secrets")?;
+    let tokens = map.remove(SERVICE_ACCOUNT_TOKENS).map(SecretString::new);
+    let credentials = map
         .into_iter()
         .map(|(k, v)| (k, SecretString::new(v)))
-        .collect())
+        .collect();
+    Ok(NodePublishSecrets {
+        credentials,
+        tokens,
+    })
 }
 
 fn string_map(json: &str, field: &'static str) -> Result<HashMap<String, String>, MountError> {
@@ -113,17 +136,35 @@ struct TokenEntry {
     token: String,
 }
 
-/// Finds the token for `audience` in the `serviceAccount.tokens` attribute.
+/// The `serviceAccount.tokens` JSON of a Mount: from `attributes` (where kubelet's volume
+/// context puts it, and where the driver v1.6+ copies it in every case), else from `secrets`
+/// (where kubelet puts it with `serviceAccountTokenInSecrets: true`; a driver that does not copy
+/// it leaves it only there).
+pub fn tokens_json<'a>(
+    attrs: &'a HashMap<String, String>,
+    secrets: &'a NodePublishSecrets,
+) -> Option<&'a str> {
+    attrs
+        .get(SERVICE_ACCOUNT_TOKENS)
+        .map(String::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| {
+            secrets
+                .tokens
+                .as_ref()
+                .map(SecretString::expose)
+                .filter(|t| !t.trim().is_empty())
+        })
+}
+
+/// Finds the token for `audience` in a `serviceAccount.tokens` JSON ([`tokens_json`]).
 ///
-/// `Ok(None)` when the attribute or the audience is absent.
+/// `Ok(None)` when there are no tokens or none for the audience.
 pub fn service_account_token(
-    attrs: &HashMap<String, String>,
+    tokens_json: Option<&str>,
     audience: &str,
 ) -> Result<Option<SecretString>, crate::auth::AuthError> {
-    let Some(raw) = attrs
-        .get(SERVICE_ACCOUNT_TOKENS)
-        .filter(|t| !t.trim().is_empty())
-    else {
+    let Some(raw) = tokens_json else {
         return Ok(None);
     };
     let mut tokens: HashMap<String, TokenEntry> = serde_json::from_str(raw).map_err(|e| {
@@ -175,7 +216,7 @@ mod tests {
             e,
             "Mount request field attributes is not a JSON object of string values (error at line 1 column 14)"
         );
-        let s = secrets("").ok().map(|m| m.len());
+        let s = secrets("").ok().map(|m| m.credentials.len());
         assert_eq!(s, Some(0));
     }
 
@@ -186,19 +227,81 @@ mod tests {
             SERVICE_ACCOUNT_TOKENS.to_owned(),
             r#"{"api://AzureADTokenExchange":{"token":"jwt-1","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.to_owned(),
         );
-        let t = service_account_token(&attrs, "api://AzureADTokenExchange")
+        let none = NodePublishSecrets::default();
+        let t = service_account_token(tokens_json(&attrs, &none), "api://AzureADTokenExchange")
             .ok()
             .flatten();
         assert_eq!(t.map(|t| t.expose().to_owned()), Some("jwt-1".into()));
-        assert!(matches!(service_account_token(&attrs, "other"), Ok(None)));
+        assert!(matches!(
+            service_account_token(tokens_json(&attrs, &none), "other"),
+            Ok(None)
+        ));
         attrs.insert(
             SERVICE_ACCOUNT_TOKENS.to_owned(),
             "not json secret-xyz".into(),
         );
-        let e = service_account_token(&attrs, "x")
+        let e = service_account_token(tokens_json(&attrs, &none), "x")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(!e.contains("secret-xyz"));
+    }
+
+    /// What the driver v1.6.0 sends as `secrets` (`json.Marshal` of the node-publish secrets map,
+    /// `pkg/secrets-store/nodeserver.go`): `null` for a nil map (no nodePublishSecretRef).
+    #[test]
+    fn secrets_null_empty_and_blank_mean_none() {
+        for json in ["null", " null\n", "{}", "", "  "] {
+            let s = secrets(json);
+            assert!(
+                s.as_ref()
+                    .is_ok_and(|s| s.credentials.is_empty() && s.tokens.is_none()),
+                "{json:?}: {s:?}"
+            );
+        }
+        for bad in ["nul", "[]", "\"null\"", "{\"a\":1}", "NULL"] {
+            assert!(secrets(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Kubernetes 1.35 with `serviceAccountTokenInSecrets: true`: kubelet puts the tokens entry
+    /// into the secrets (beside a nodePublishSecretRef's data, if any).
+    #[test]
+    fn tokens_in_secrets_are_not_credentials() {
+        let tokens = r#"{"api://AzureADTokenExchange":{"token":"jwt-2","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
+        let json = serde_json::json!({ SERVICE_ACCOUNT_TOKENS: tokens }).to_string();
+        let parsed = secrets(&json).unwrap_or_default();
+        assert!(parsed.credentials.is_empty());
+        assert_eq!(
+            parsed.tokens.as_ref().map(SecretString::expose),
+            Some(tokens)
+        );
+        assert!(!format!("{parsed:?}").contains("jwt-2"));
+        // Only in the secrets (a driver that does not copy it into the attributes).
+        let t = service_account_token(
+            tokens_json(&HashMap::new(), &parsed),
+            "api://AzureADTokenExchange",
+        )
+        .ok()
+        .flatten();
+        assert_eq!(t.map(|t| t.expose().to_owned()), Some("jwt-2".into()));
+        // The attributes win when both have it (the driver v1.6 copies it there).
+        let mut attrs = HashMap::new();
+        attrs.insert(
+            SERVICE_ACCOUNT_TOKENS.to_owned(),
+            tokens.replace("jwt-2", "jwt-3"),
+        );
+        let t = service_account_token(tokens_json(&attrs, &parsed), "api://AzureADTokenExchange")
+            .ok()
+            .flatten();
+        assert_eq!(t.map(|t| t.expose().to_owned()), Some("jwt-3".into()));
+        let both = serde_json::json!({
+            SERVICE_ACCOUNT_TOKENS: tokens, "clientid": "app", "clientsecret": "pw"
+        })
+        .to_string();
+        let parsed = secrets(&both).unwrap_or_default();
+        let mut keys: Vec<&String> = parsed.credentials.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["clientid", "clientsecret"]);
     }
 }
