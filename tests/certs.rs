@@ -200,7 +200,23 @@ async fn pem_passes_through_and_pfx_format_gives_the_stored_pfx() {
         .expect_err("encoding of PEM");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
-        err.message().contains("objectEncoding base64"),
+        err.message().contains("objectEncoding base64")
+            && err.message().contains("or set objectFormat: pfx"),
+        "{}",
+        err.message()
+    );
+    // A PEM-backed certificate has no PFX: the hint says so instead of "set objectFormat: pfx".
+    let err = env
+        .mount_sp(&[
+            "objectName: pem-cert\nobjectType: secret\nobjectFormat: pfx\nobjectEncoding: base64",
+        ])
+        .await
+        .expect_err("encoding of a PEM certificate");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("stored as PEM (application/x-pem-file), so it has no PFX")
+            && !err.message().contains("set objectFormat: pfx"),
         "{}",
         err.message()
     );
@@ -303,11 +319,12 @@ async fn separate_files_hold_certificates_and_key() {
     );
     assert_eq!(file(&resp, "bundle/tls.pfx.crt"), certs.as_bytes());
     assert_eq!(file(&resp, "bundle/tls.pfx.key"), key.as_bytes());
-    // A PEM certificate: unchanged, and its SEC1 key comes out as PKCS#8 in .key.
+    // A PEM certificate: unchanged, and its SEC1 key goes into .key as stored (`EC PRIVATE
+    // KEY`, byte for byte what the Go provider writes).
     assert_eq!(file(&resp, "pem-tls"), sec1_bundle.as_bytes());
     assert_eq!(
         file(&resp, "pem-tls.key"),
-        fixture("leaf-p256.pkcs8.pem").as_slice()
+        fixture("leaf-p256.sec1.pem").as_slice()
     );
     assert_eq!(
         file(&resp, "pem-tls.crt"),

@@ -148,6 +148,49 @@ async fn version_history_returns_exactly_the_n_newest_enabled_versions() {
         .await
         .expect("mount");
     assert_eq!(versions(&resp), vec![("secret/few/0".to_owned(), few)]);
+
+    // Pinned with objectVersion: the history starts there (the Go provider's `<alias>/0` = the
+    // pinned version, then older enabled ones), still exactly N.
+    let pinned = |version: &str, n: u32| {
+        format!(
+            "objectName: hist\nobjectType: secret\nobjectVersionHistory: {n}\nobjectVersion: {version}\nobjectAlias: h"
+        )
+    };
+    let resp = env
+        .mount_sp(&[&pinned(&v[3], 3)])
+        .await
+        .expect("pinned history");
+    assert_eq!(
+        versions(&resp),
+        vec![
+            ("secret/hist/0".to_owned(), v[3].clone()),
+            ("secret/hist/1".to_owned(), v[2].clone()),
+            ("secret/hist/2".to_owned(), v[1].clone()),
+        ]
+    );
+    assert_eq!(resp.files[0].contents, b"value-3");
+    // Near the oldest: what there is.
+    let resp = env.mount_sp(&[&pinned(&v[1], 3)]).await.expect("oldest");
+    assert_eq!(
+        versions(&resp),
+        vec![
+            ("secret/hist/0".to_owned(), v[1].clone()),
+            ("secret/hist/1".to_owned(), v[0].clone()),
+        ]
+    );
+    // A disabled or unknown start fails with Key Vault's own answer (the Go provider wrote no
+    // file and reported success).
+    let err = env
+        .mount_sp(&[&pinned(&v[4], 2)])
+        .await
+        .expect_err("disabled start");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("disabled"), "{}", err.message());
+    let err = env
+        .mount_sp(&[&pinned("0123456789abcdef0123456789abcdef", 2)])
+        .await
+        .expect_err("unknown start");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
     env.assert_no_leaks();
 }
 

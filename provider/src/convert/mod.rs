@@ -40,15 +40,23 @@ pub enum ConvertError {
         /// What is wrong (never the value).
         reason: String,
     },
-    /// `objectEncoding` was set for a certificate written as PEM text.
+    /// `objectEncoding` was set for a certificate written as PEM text: a PKCS#12 certificate
+    /// without `objectFormat: pfx`, or a PEM-backed certificate, which has no PFX at all.
     #[error(
-        "{object} backs a certificate and is written as PEM text, which objectEncoding {encoding} cannot decode: remove objectEncoding, or set objectFormat: pfx to get the PFX file"
+        "{object} backs a certificate and is written as PEM text, which objectEncoding {encoding} cannot decode: {}",
+        if *.stored_as_pem {
+            "the certificate is stored as PEM (application/x-pem-file), so it has no PFX to decode; remove objectEncoding (and objectFormat: pfx, which a PEM certificate ignores)"
+        } else {
+            "remove objectEncoding, or set objectFormat: pfx to get the PFX file"
+        }
     )]
     EncodingOfPem {
         /// The object.
         object: String,
         /// `hex` or `base64`.
         encoding: &'static str,
+        /// The certificate is stored as PEM (`application/x-pem-file`), not PKCS#12.
+        stored_as_pem: bool,
     },
     /// A certificate-backed secret has a content type that is neither PKCS#12 nor PEM.
     #[error(
@@ -179,7 +187,8 @@ impl ConvertError {
 /// A certificate with its private keys, each as one PEM block, in output order.
 #[derive(Debug, Default)]
 pub struct CertificateFiles {
-    /// Private keys as PKCS#8 `PRIVATE KEY` PEM.
+    /// Private keys, one PEM block each: PKCS#8 `PRIVATE KEY` from a PFX; as stored from a PEM
+    /// bundle (with any other non-certificate block).
     pub keys: Vec<SecretBytes>,
     /// Certificates as `CERTIFICATE` PEM.
     pub certs: Vec<Vec<u8>>,
@@ -274,8 +283,10 @@ pub fn pkcs12_to_pem(
     Ok(CertificateFiles { keys, certs })
 }
 
-/// Splits a PEM secret value into certificates (in their order) and private keys (as PKCS#8,
-/// whatever their input format). Blocks of other types are left out.
+/// Splits a PEM secret value into the `.crt` and `.key` files: the certificates (in their order)
+/// and every other block as stored (the Go provider's split: a `RSA PRIVATE KEY` or
+/// `EC PRIVATE KEY` stays PKCS#1 or SEC1, an `EC PARAMETERS` block stays beside its key). Private
+/// keys must parse (a damaged key is an error, not a broken `.key` file).
 pub fn split_pem(value: &SecretBytes, object: &str) -> Result<CertificateFiles, ConvertError> {
     let blocks = pem::parse_blocks(value.expose()).map_err(pem_error(object))?;
     let mut files = CertificateFiles::default();
@@ -291,19 +302,22 @@ pub fn split_pem(value: &SecretBytes, object: &str) -> Result<CertificateFiles, 
                     .push(pem::encode(pem::CERTIFICATE, &block.der).map_err(pem_error(object))?);
                 continue;
             }
-            pem::PRIVATE_KEY => KeyFormat::Pkcs8,
-            pem::RSA_PRIVATE_KEY => KeyFormat::Pkcs1,
-            pem::EC_PRIVATE_KEY => KeyFormat::Sec1,
-            other => {
-                tracing::debug!(
-                    object,
-                    label = other,
-                    "PEM block left out of the .crt and .key files"
-                );
-                continue;
-            }
+            pem::PRIVATE_KEY => Some(KeyFormat::Pkcs8),
+            pem::RSA_PRIVATE_KEY => Some(KeyFormat::Pkcs1),
+            pem::EC_PRIVATE_KEY => Some(KeyFormat::Sec1),
+            _ => None,
         };
-        files.keys.push(key_pem(&block.der, format, object)?);
+        if let Some(format) = format {
+            private_key::to_pkcs8(&block.der, format).map_err(|source| {
+                ConvertError::PrivateKey {
+                    object: object.to_owned(),
+                    source,
+                }
+            })?;
+        }
+        files
+            .keys
+            .push(pem::encode_secret(&block.label, &block.der).map_err(pem_error(object))?);
     }
     Ok(files)
 }
@@ -580,8 +594,10 @@ mod tests {
         assert_eq!(text(&files.certs_pem()), expected[key_end..]);
     }
 
+    /// The `.key` file of a PEM-backed certificate holds the key block as stored (byte for byte
+    /// what the Go provider writes), PKCS#8, PKCS#1 and SEC1 alike.
     #[test]
-    fn pem_bundles_split_with_keys_as_pkcs8() {
+    fn pem_bundles_split_with_keys_as_stored() {
         type BundleCase = (&'static [u8], &'static [u8], &'static [&'static [u8]]);
         let cases: [BundleCase; 3] = [
             (
@@ -595,21 +611,42 @@ mod tests {
             ),
             (
                 fixture!("pem-bundle-sec1.pem"),
-                fixture!("leaf-p256.pkcs8.pem"),
+                fixture!("leaf-p256.sec1.pem"),
                 &[fixture!("leaf-p256.crt.pem"), fixture!("int3.crt.pem")],
             ),
             (
                 fixture!("pem-bundle-pkcs1.pem"),
-                fixture!("leaf-rsa.pkcs8.pem"),
+                fixture!("leaf-rsa.pkcs1.pem"),
                 &[fixture!("leaf-rsa.crt.pem"), fixture!("int3.crt.pem")],
             ),
         ];
         for (bundle, key, certs) in cases {
             let files =
                 split_pem(&SecretBytes::new(bundle.to_vec()), "secret/x").unwrap_or_default();
-            assert_eq!(files.keys_pem().expose(), key);
+            assert_eq!(text(&files.keys_pem()), String::from_utf8_lossy(key));
             assert_eq!(files.certs_pem().expose(), certs.concat().as_slice());
+            // The bundle is the key block, then the certificates: nothing else.
+            assert_eq!(
+                [files.keys_pem().expose(), files.certs_pem().expose()].concat(),
+                bundle
+            );
         }
+        // Blocks of other types go to .key as they are (the Go provider's split), certificates
+        // to .crt; a damaged private key is an error.
+        let params =
+            b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
+        let mut bundle = params.to_vec();
+        bundle.extend_from_slice(fixture!("pem-bundle-sec1.pem"));
+        let files = split_pem(&SecretBytes::new(bundle), "secret/x").unwrap_or_default();
+        assert_eq!(
+            files.keys_pem().expose(),
+            [&params[..], fixture!("leaf-p256.sec1.pem")]
+                .concat()
+                .as_slice()
+        );
+        let broken = b"-----BEGIN RSA PRIVATE KEY-----\nMAA=\n-----END RSA PRIVATE KEY-----\n";
+        let e = split_pem(&SecretBytes::new(broken.to_vec()), "secret/x").err();
+        assert!(matches!(e, Some(ConvertError::PrivateKey { .. })), "{e:?}");
     }
 
     #[test]

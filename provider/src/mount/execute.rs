@@ -440,10 +440,24 @@ async fn fetch_object(
             ObjectType::Key => ObjectKind::Key,
             ObjectType::Cert => ObjectKind::Certificate,
         };
-        let versions = newest_enabled(
-            vault.list_versions(kind, &object.name).await?,
-            object.version_history,
-        );
+        let start = object
+            .version
+            .as_deref()
+            .filter(|v| !v.eq_ignore_ascii_case(LATEST));
+        let listed = vault.list_versions(kind, &object.name).await?;
+        let Some(versions) = history_from(listed, start, object.version_history) else {
+            // The pinned start is not among the enabled versions: read it for Key Vault's own
+            // answer (disabled, or not found); were it readable after all, it is still not in
+            // the list the history is taken from.
+            let pinned = start.unwrap_or_default();
+            fetch_version(vault, object, Some(pinned), &label, config).await?;
+            return Err(FetchError::Vault(KeyVaultError::NotFound {
+                vault: vault_name.to_owned(),
+                object: format!(
+                    "{label}@{pinned} (the objectVersion objectVersionHistory starts at, among the enabled versions)"
+                ),
+            }));
+        };
         for (index, version) in versions.iter().enumerate() {
             let (found, files) =
                 fetch_version(vault, object, Some(&version.version), &label, config).await?;
@@ -498,17 +512,39 @@ async fn fetch_version(
     }
 }
 
+/// The `objectVersion` that means "the latest" to the Go provider's history.
+const LATEST: &str = "latest";
+
 /// The `n` newest enabled versions, newest first (ties broken by version id for stable output).
-pub(crate) fn newest_enabled(mut versions: Vec<VersionInfo>, n: u32) -> Vec<VersionInfo> {
+pub(crate) fn newest_enabled(versions: Vec<VersionInfo>, n: u32) -> Vec<VersionInfo> {
+    history_from(versions, None, n).unwrap_or_default()
+}
+
+/// `objectVersionHistory`: `n` enabled versions, newest first, starting at the pinned version
+/// `start` (the Go provider's order: `<file>/0` is the pinned version, then older ones), or at
+/// the latest. `None` when `start` is not among the enabled versions.
+pub(crate) fn history_from(
+    mut versions: Vec<VersionInfo>,
+    start: Option<&str>,
+    n: u32,
+) -> Option<Vec<VersionInfo>> {
     versions.retain(|v| v.enabled);
     versions
         .sort_by(|a, b| (Reverse(a.created), &a.version).cmp(&(Reverse(b.created), &b.version)));
-    versions.truncate(n as usize);
-    versions
+    let first = match start {
+        None => 0,
+        Some(pinned) => versions.iter().position(|v| v.version == pinned)?,
+    };
+    Some(versions.into_iter().skip(first).take(n as usize).collect())
 }
 
-/// `objectEncoding` cannot apply to PEM text.
-fn no_encoding(object: &KeyVaultObject, label: &str) -> Result<(), ConvertError> {
+/// `objectEncoding` cannot apply to PEM text (`stored_as_pem`: the certificate is stored as PEM,
+/// so there is no PFX either).
+fn no_encoding(
+    object: &KeyVaultObject,
+    label: &str,
+    stored_as_pem: bool,
+) -> Result<(), ConvertError> {
     match object.encoding {
         ObjectEncoding::Utf8 => Ok(()),
         ObjectEncoding::Hex | ObjectEncoding::Base64 => Err(ConvertError::EncodingOfPem {
@@ -518,6 +554,7 @@ fn no_encoding(object: &KeyVaultObject, label: &str) -> Result<(), ConvertError>
             } else {
                 "base64"
             },
+            stored_as_pem,
         }),
     }
 }
@@ -560,7 +597,7 @@ async fn secret_files(
     let content_type = secret.content_type.as_deref().unwrap_or_default().trim();
     let separate = config.write_cert_and_key_in_separate_files;
     let (main, split) = if content_type.eq_ignore_ascii_case(CONTENT_TYPE_PEM) {
-        no_encoding(object, label)?;
+        no_encoding(object, label, true)?;
         let split = if separate {
             Some(convert::split_pem(&secret.value, label)?)
         } else {
@@ -577,7 +614,7 @@ async fn secret_files(
             };
             (main, split)
         } else {
-            no_encoding(object, label)?;
+            no_encoding(object, label, false)?;
             let files = pkcs12_to_pem(&secret.value, config.construct_pem_chain, label).await?;
             (files.combined(), separate.then_some(files))
         }
@@ -628,6 +665,35 @@ mod tests {
             .map(|v| v.version)
             .collect();
         assert_eq!(got, ["e", "d", "c", "a"]);
+    }
+
+    #[test]
+    fn history_starts_at_the_pinned_version() {
+        let all = vec![
+            v("a", 10, true),
+            v("d", 40, true),
+            v("b", 20, false),
+            v("c", 30, true),
+            v("e", 50, true),
+        ];
+        let ids = |got: Option<Vec<VersionInfo>>| {
+            got.map(|v| v.into_iter().map(|v| v.version).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            ids(history_from(all.clone(), Some("d"), 2)),
+            Some(vec!["d".to_owned(), "c".to_owned()])
+        );
+        // Older than the pinned version only; disabled ones left out; fewer when there are fewer.
+        assert_eq!(
+            ids(history_from(all.clone(), Some("c"), 5)),
+            Some(vec!["c".to_owned(), "a".to_owned()])
+        );
+        assert_eq!(
+            ids(history_from(all.clone(), Some("b"), 2)),
+            None,
+            "disabled"
+        );
+        assert_eq!(ids(history_from(all, Some("zz"), 2)), None, "unknown");
     }
 
     fn part(paths: &[&str]) -> MountOutput {

@@ -134,7 +134,8 @@ pub struct KeyVaultObject {
     pub encoding: ObjectEncoding,
     /// `filePermission`, parsed from octal; `None` for the Mount's default.
     pub file_permission: Option<u32>,
-    /// `objectVersionHistory`: 1 for a single file, N > 1 for `<file>/0..N-1`.
+    /// `objectVersionHistory`: 1 for a single file, N > 1 for `<file>/0..N-1` (starting at
+    /// `objectVersion` when it is set, else at the latest version).
     pub version_history: u32,
     /// `optional`: a missing or disabled object is skipped instead of failing the Mount.
     pub optional: bool,
@@ -714,12 +715,6 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
             })?
             .max(1)
     };
-    if version_history > 1 && version.is_some() {
-        return Err(fail(
-            "objectVersionHistory and objectVersion cannot be combined: history always starts at the latest version"
-                .into(),
-        ));
-    }
 
     let optional = bool_field(fields, "optional", &fail)?;
 
@@ -998,10 +993,6 @@ mod tests {
             (
                 "objectName: s\nobjectType: secret\nobjectVersionHistory: -1",
                 "object \"s\" (objects.array[0]): objectVersionHistory \"-1\" is not a whole number from 0 to 100",
-            ),
-            (
-                "objectName: s\nobjectType: secret\nobjectVersionHistory: 3\nobjectVersion: abc",
-                "object \"s\" (objects.array[0]): objectVersionHistory and objectVersion cannot be combined: history always starts at the latest version",
             ),
             (
                 "objectName: s\nobjectType: secret\nobjectAlias: ../etc/passwd",
