@@ -9,6 +9,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -82,6 +84,17 @@ func NewTokenService(authority string, client *http.Client) (*TokenService, erro
 		apps:      map[string]*App{},
 		client:    client,
 	}, nil
+}
+
+// TrustIssuerRoots makes the service fetch issuers' discovery documents and keys over HTTPS
+// verified against roots, for an issuer with its own CA such as a kube-apiserver
+// (--service-account-issuer https://127.0.0.1:<port>).
+func (t *TokenService) TrustIssuerRoots(roots *x509.CertPool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+	}}
 }
 
 // AddApp registers an app.
@@ -308,7 +321,10 @@ func (t *TokenService) issuerKeys(issuer string) ([]jwt.JWK, error) {
 }
 
 func (t *TokenService) getJSON(url string, v any) error {
-	resp, err := t.client.Get(url)
+	t.mu.Lock()
+	client := t.client
+	t.mu.Unlock()
+	resp, err := client.Get(url)
 	if err != nil {
 		return err
 	}
