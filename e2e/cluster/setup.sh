@@ -130,6 +130,8 @@ say "done in $(( $(date +%s) - start ))s (cache: $cache)"
 if [ "${1:-}" = "--print-env" ]; then
   echo "CLUSTER_ETCD=$(command -v etcd)"
   echo "CLUSTER_BIN=$cache/bin"
+  set -- $k8s_versions
+  echo "CLUSTER_KUBERNETES=$cache/bin/kubernetes-v$1"
   echo "CLUSTER_DRIVER=$cache/bin/secrets-store-csi-driver-$driver_version/secrets-store-csi-driver"
   echo "CLUSTER_DRIVER_CHART=$cache/bin/secrets-store-csi-driver-$driver_version/chart"
   echo "CLUSTER_HELM=$cache/bin/helm-$helm_version/helm"

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -307,6 +308,22 @@ func (k *Kubelet) Unpublish(ctx context.Context, podUID, volumeName string) erro
 	k.mu.Unlock()
 	removeMountDir(dir)
 	return nil
+}
+
+// UnpublishAll unpublishes every volume still published (when the node goes away).
+func (k *Kubelet) UnpublishAll(ctx context.Context) error {
+	k.mu.Lock()
+	keys := make([]string, 0, len(k.published))
+	for key := range k.published {
+		keys = append(keys, key)
+	}
+	k.mu.Unlock()
+	var errs []error
+	for _, key := range keys {
+		uid, name, _ := strings.Cut(key, "/")
+		errs = append(errs, k.Unpublish(ctx, uid, name))
+	}
+	return errors.Join(errs...)
 }
 
 // Republish re-sends NodePublishVolume for every published volume whose CSIDriver has

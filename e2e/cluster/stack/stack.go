@@ -26,8 +26,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -226,6 +228,11 @@ func (s *Stack) Close() {
 		s.stop()
 	}
 	if s.Kubelet != nil {
+		if s.Driver != nil && !s.Driver.Exited() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_ = s.Kubelet.UnpublishAll(ctx)
+			cancel()
+		}
 		s.Kubelet.Close()
 	}
 	if s.Provider != nil {
@@ -233,6 +240,13 @@ func (s *Stack) Close() {
 	}
 	if s.Driver != nil {
 		s.Driver.Stop()
+	}
+	// Whatever the driver left mounted in the sandbox (a failed run) is unmounted, so the run
+	// folder can be removed.
+	if mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(s.Sandbox)); err == nil {
+		for _, m := range mounts {
+			_ = syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH)
+		}
 	}
 	if s.CP != nil {
 		s.CP.Stop()

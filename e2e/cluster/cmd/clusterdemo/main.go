@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -206,7 +207,7 @@ func waitKubectl(ctx context.Context, st *stack.Stack, limit time.Duration, args
 	}
 }
 
-// maskYAML replaces the values under data: with masks.
+// maskYAML replaces the (base64) values under data: with masks of the decoded values.
 var dataLine = regexp.MustCompile(`^(\s+)([A-Za-z0-9._-]+): (\S+)$`)
 
 func maskYAML(y string) string {
@@ -220,7 +221,11 @@ func maskYAML(y string) string {
 			inData = false
 		case inData:
 			if m := dataLine.FindStringSubmatch(line); m != nil {
-				line = fmt.Sprintf("%s%s: %s", m[1], m[2], mask([]byte(m[3])))
+				if raw, err := base64.StdEncoding.DecodeString(m[3]); err == nil {
+					line = fmt.Sprintf("%s%s: %s", m[1], m[2], mask(raw))
+				} else {
+					line = fmt.Sprintf("%s%s: %s", m[1], m[2], mask([]byte(m[3])))
+				}
 			}
 		}
 		out = append(out, line)
