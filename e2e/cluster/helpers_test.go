@@ -26,6 +26,7 @@ import (
 	"akv-csi-provider/e2e/cluster/kubelet"
 	"akv-csi-provider/e2e/cluster/stack"
 	"akv-csi-provider/e2e/internal/harness"
+	"akv-csi-provider/e2e/internal/jwt"
 )
 
 // volumeName is the pods' inline CSI volume.
@@ -311,6 +312,32 @@ func tokenInSecrets(t *testing.T) *bool {
 		return to.Ptr(false)
 	}
 	return nil
+}
+
+// entraOutcomes counts Entra's answers to clientID's requests of the grant with AADSTS code
+// (0: accepted).
+func entraOutcomes(clientID, grant string, code int) int {
+	n := 0
+	for _, o := range st.Azure.Tokens.Outcomes() {
+		if o.ClientID == clientID && o.Grant == grant && o.Code == code && (code != 0 || o.Status == 200) {
+			n++
+		}
+	}
+	return n
+}
+
+// lastTokenIssuer is the iss claim of the last token TokenRequest issued to the kubelet.
+func lastTokenIssuer(t *testing.T) string {
+	t.Helper()
+	toks := st.Kubelet.Tokens()
+	if len(toks) == 0 {
+		t.Fatal("the kubelet stand-in was issued no service account token")
+	}
+	tok, err := jwt.Parse(toks[len(toks)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.String("iss")
 }
 
 func isMounted(pod *corev1.Pod) bool { return kubelet.IsMounted(target(pod)) }

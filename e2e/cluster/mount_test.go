@@ -26,8 +26,15 @@ func workloadIdentity(t *testing.T, podName string) {
 	createSPC(t, ns, spc, spcParams(harness.Objects(harness.Object("objectName", "wi-"+podName, "objectType", "secret")),
 		map[string]string{"clientID": harness.WIClientID}), nil)
 	before := driverErrors(t)
+	exchanges := entraOutcomes(harness.WIClientID, "client_assertion", 0)
 	pod := createPod(t, podSpec{namespace: ns, name: podName, serviceAccount: sa, spc: spc})
 	mustPublish(t, pod)
+	if n := entraOutcomes(harness.WIClientID, "client_assertion", 0); n <= exchanges {
+		t.Errorf("Entra accepted no client assertion for %s during the mount", harness.WIClientID)
+	}
+	if iss := lastTokenIssuer(t); iss != st.CP.URL {
+		t.Errorf("the pod's token was issued by %q, not by the API server %s", iss, st.CP.URL)
+	}
 	if !isMounted(pod) {
 		t.Errorf("%s is not a mount point after NodePublishVolume", target(pod))
 	}
@@ -84,6 +91,10 @@ func TestOtherServiceAccountRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "PermissionDenied") {
 		t.Errorf("NodePublishVolume failed without PermissionDenied: %v", err)
+	}
+	// AADSTS700213: no federated credential for system:serviceaccount:shop:intruder.
+	if entraOutcomes(harness.WIClientID, "client_assertion", 700213) == 0 {
+		t.Errorf("Entra did not refuse the intruder's token for its subject (AADSTS700213)")
 	}
 	if isMounted(pod) {
 		t.Errorf("%s is still mounted after the refusal", target(pod))

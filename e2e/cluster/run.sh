@@ -5,7 +5,8 @@
 # if needed, then runs `go test` once per Kubernetes version. Exits non-zero on any failing
 # scenario and prints per-stage timings (the tests print their own start-up phases).
 #   AKV_PROVIDER_BIN=path                  test this binary instead of building it
-#   CLUSTER_K8S_VERSIONS="1.35.4 1.29.6"   Kubernetes versions (default 1.35.4)
+#   CLUSTER_K8S_VERSIONS="1.35.4 1.30.14"  Kubernetes versions (this default: the newest, and the
+#                                          oldest the driver's chart v1.6.0 accepts, >=1.30.0-0)
 #   CLUSTER_RUN=regexp                     only the matching tests
 #   CLUSTER_KEEP=1                         keep the run folder (logs) even when all pass
 set -euo pipefail
@@ -28,6 +29,7 @@ report() {
 }
 trap report EXIT
 
+export CLUSTER_K8S_VERSIONS="${CLUSTER_K8S_VERSIONS:-1.35.4 1.30.14}"
 [ "$(id -u)" = 0 ] || { echo "e2e/cluster/run.sh: must run as root (the driver mounts a tmpfs per volume)" >&2; exit 1; }
 stage "setup: real components (cached under .cache/cluster)" bash -c 'bash "$1/e2e/cluster/setup.sh" --print-env > "$2"' _ "$root" "$envfile"
 set -a
@@ -46,7 +48,7 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 stage "compile cluster scenarios (go vet -tags cluster)" go vet -tags cluster ./cluster/...
 args=(-tags cluster -count=1 -v -timeout 15m)
 [ -n "${CLUSTER_RUN:-}" ] && args+=(-run "$CLUSTER_RUN")
-for v in ${CLUSTER_K8S_VERSIONS:-1.35.4}; do
+for v in $CLUSTER_K8S_VERSIONS; do
   export CLUSTER_KUBERNETES="$CLUSTER_BIN/kubernetes-v$v"
   stage "scenarios on Kubernetes v$v (go test)" go test "${args[@]}" ./cluster/
 done

@@ -8,7 +8,8 @@
 #   helm                      helm.sh/helm/v3
 #   the driver's chart + CRDs from the driver's module; the Prometheus Operator CRDs
 # Prints the paths as shell assignments on its last lines when called with --print-env.
-#   CLUSTER_K8S_VERSIONS="1.35.4 1.29.6"   Kubernetes versions to build (default 1.35.4)
+#   CLUSTER_K8S_VERSIONS="1.35.4 1.30.14"  Kubernetes versions to build (default 1.35.4; run.sh
+#                                          passes its own list)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="$root/.cache/cluster"
