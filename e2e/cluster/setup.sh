@@ -76,7 +76,10 @@ build_kubernetes() {
 # The driver's node plugin binary, plus its chart and CRDs (same module, same version).
 build_driver() {
   local out="$cache/bin/secrets-store-csi-driver-$driver_version"
-  if [ -x "$out/secrets-store-csi-driver" ] && [ -d "$out/chart" ]; then return; fi
+  # The mlog stand-in is ours: a change to it rebuilds the driver.
+  local stamp
+  stamp=$(cat "$root"/e2e/third_party/mlog/go.mod "$root"/e2e/third_party/mlog/*.go | sha256sum | cut -c1-16)
+  if [ -x "$out/secrets-store-csi-driver" ] && [ -d "$out/chart" ] && [ "$(cat "$out/mlog.stamp" 2>/dev/null)" = "$stamp" ]; then return; fi
   local src="$cache/src/secrets-store-csi-driver-$driver_version"
   mkdir -p "$src" "$out"
   say "building the Secrets Store CSI Driver node plugin $driver_version"
@@ -99,6 +102,7 @@ EOF
   rm -rf "$out/chart"
   cp -r "$dir/charts/secrets-store-csi-driver" "$out/chart"
   chmod -R u+w "$out/chart"
+  echo "$stamp" > "$out/mlog.stamp"
 }
 
 build_helm() {

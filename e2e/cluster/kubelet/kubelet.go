@@ -27,7 +27,9 @@ import (
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/moby/sys/mountinfo"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -212,7 +214,11 @@ func (k *Kubelet) publish(ctx context.Context, namespace, podName, volumeName st
 		},
 	})
 	if err != nil {
-		removeMountDir(dir)
+		// kubelet removes the mount folder only after a final error (csi_client.go
+		// isFinalError); an uncertain one may still leave a mount behind.
+		if isFinalError(err) {
+			removeMountDir(dir)
+		}
 		return err
 	}
 	k.mu.Lock()
@@ -400,6 +406,19 @@ func (k *Kubelet) Tokens() []string {
 func IsMounted(path string) bool {
 	ok, err := mountinfo.Mounted(path)
 	return err == nil && ok
+}
+
+// isFinalError is kubelet's: these gRPC codes mean the operation may still be in progress.
+func isFinalError(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false // not a gRPC status: kubelet treats it as uncertain
+	}
+	switch st.Code() {
+	case codes.Canceled, codes.DeadlineExceeded, codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return false
+	}
+	return true
 }
 
 // saveVolumeData writes vol_data.json beside the mount folder, as kubelet does for teardown.
