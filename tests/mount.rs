@@ -250,6 +250,9 @@ async fn workload_identity_exchanges_the_service_account_token() {
     env.assert_no_leaks();
 }
 
+/// (case, extra parameters, secrets, principal that must read the vault)
+type TokenInSecretsCase<'a> = (&'a str, Vec<(&'static str, String)>, &'a String, &'a str);
+
 /// Kubernetes 1.35 with the CSIDriver's `serviceAccountTokenInSecrets: true`: kubelet puts the
 /// tokens entry into `NodePublishVolumeRequest.secrets` (beside a nodePublishSecretRef's data, if
 /// any); the driver v1.6.0 copies it into `attributes` and passes its `secrets` on as they are
@@ -278,7 +281,7 @@ async fn service_account_token_in_secrets_for_every_mode() {
     })
     .to_string();
     let in_attributes = ("csi.storage.k8s.io/serviceAccount.tokens", tokens.clone());
-    let cases: Vec<(&str, Vec<(&'static str, String)>, &String, &str)> = vec![
+    let cases: Vec<TokenInSecretsCase> = vec![
         (
             "workload identity (driver v1.6: token in both)",
             vec![("clientID", WI_ID.to_owned()), in_attributes.clone()],

@@ -137,7 +137,24 @@ pub fn check(spc: &SpcManifest) -> Vec<Problem> {
     problems
 }
 
-/// Checks the manifests in `text` (named `file` in messages): problems to `out`, notes to `notes`.
+/// Where a valid SPC mounts differently than under the Go provider, for a migration: notes, not
+/// problems (see [`crate::spc::go_parity`]).
+pub fn go_differences(spc: &SpcManifest) -> Vec<Problem> {
+    SecretProviderClass::from_attributes(&spc.parameters)
+        .map(|parsed| {
+            crate::spc::go_parity::differences(&parsed)
+                .into_iter()
+                .map(|d| Problem {
+                    path: format!("spec.parameters.objects.array[{}].{}", d.index, d.field),
+                    message: format!("differs from the Go provider: {}", d.message),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks the manifests in `text` (named `file` in messages): problems to `out`, notes (skipped
+/// documents, differences from the Go provider) to `notes`.
 pub fn check_text(
     file: &str,
     text: &str,
@@ -177,9 +194,15 @@ pub fn check_text(
             }
             Document::Azure(spc) => {
                 summary.checked += 1;
-                for problem in check(&spc) {
+                let problems = check(&spc);
+                for problem in &problems {
                     writeln!(out, "{file}:doc {doc}: {problem}")?;
                     summary.problems += 1;
+                }
+                if problems.is_empty() {
+                    for note in go_differences(&spc) {
+                        writeln!(notes, "{file}:doc {doc}: note: {note}")?;
+                    }
                 }
             }
         }
@@ -345,6 +368,34 @@ mod tests {
         let (problems, summary) = lines(&text);
         assert_eq!(problems, Vec::<String>::new());
         assert_eq!(summary.checked, 1);
+    }
+
+    /// A valid SPC that mounts differently than under the Go provider: notes on stderr, exit 0.
+    #[test]
+    fn differences_from_the_go_provider_are_notes() {
+        let text = format!(
+            "{HEAD}  parameters:\n    keyvaultName: kv1\n    tenantID: t\n    objects: |\n      array:\n        - |\n          objectName: db\n          objectType: secret\n        - |\n          objectName: hist\n          objectType: secret\n          objectVersionHistory: 2\n        - |\n          objectName: tls\n          objectType: secret\n          objectFormat: pfx\n          optional: true\n"
+        );
+        let mut out = Vec::new();
+        let mut notes = Vec::new();
+        let summary = check_text("f.yaml", &text, &mut out, &mut notes).unwrap_or_default();
+        assert_eq!(summary.problems, 0);
+        assert!(out.is_empty());
+        let notes = String::from_utf8_lossy(&notes);
+        let paths: Vec<&str> = notes
+            .lines()
+            .filter_map(|l| l.strip_prefix("f.yaml:doc 1: note: "))
+            .filter_map(|l| l.split(": differs from the Go provider: ").next())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.parameters.objects.array[1].objectVersionHistory",
+                "spec.parameters.objects.array[2].objectFormat",
+                "spec.parameters.objects.array[2].optional",
+            ],
+            "{notes}"
+        );
     }
 
     #[test]

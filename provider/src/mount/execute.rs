@@ -515,12 +515,8 @@ async fn fetch_version(
 /// The `objectVersion` that means "the latest" to the Go provider's history.
 const LATEST: &str = "latest";
 
-/// The `n` newest enabled versions, newest first (ties broken by version id for stable output).
-pub(crate) fn newest_enabled(versions: Vec<VersionInfo>, n: u32) -> Vec<VersionInfo> {
-    history_from(versions, None, n).unwrap_or_default()
-}
-
-/// `objectVersionHistory`: `n` enabled versions, newest first, starting at the pinned version
+/// `objectVersionHistory`: `n` enabled versions, newest first (ties broken by version id for
+/// stable output), starting at the pinned version
 /// `start` (the Go provider's order: `<file>/0` is the pinned version, then older ones), or at
 /// the latest. `None` when `start` is not among the enabled versions.
 pub(crate) fn history_from(
@@ -655,12 +651,14 @@ mod tests {
             v("c", 30, true),
             v("e", 50, true),
         ];
-        let got: Vec<String> = newest_enabled(all.clone(), 3)
+        let got: Vec<String> = history_from(all.clone(), None, 3)
+            .unwrap_or_default()
             .into_iter()
             .map(|v| v.version)
             .collect();
         assert_eq!(got, ["e", "d", "c"]);
-        let got: Vec<String> = newest_enabled(all, 10)
+        let got: Vec<String> = history_from(all, None, 10)
+            .unwrap_or_default()
             .into_iter()
             .map(|v| v.version)
             .collect();

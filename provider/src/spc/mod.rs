@@ -4,6 +4,7 @@
 //! parameter or object and says what is allowed; they map to gRPC `InvalidArgument`.
 
 pub mod file_name;
+pub mod go_parity;
 pub mod manifest;
 mod objects;
 
