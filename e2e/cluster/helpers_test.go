@@ -226,8 +226,8 @@ func spcpsObjects(u *unstructured.Unstructured) map[string]string {
 	return out
 }
 
-// driverCounters sums the driver's error counters for provider azure (node_publish_error,
-// rotation_reconcile_error, and any other *_error_total series).
+// driverErrors reads the driver's error counters (node_publish_error, rotation_reconcile_error
+// and every other series whose name has "_error"), keyed by series with its labels.
 func driverErrors(t *testing.T) map[string]float64 {
 	t.Helper()
 	page, err := stack.Metrics(st.DriverMetrics)

@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -46,8 +47,8 @@ func workloadIdentity(t *testing.T, podName string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		objs := spcpsObjects(u)
-		return objs["secret/wi-"+podName] == version, strings.TrimSpace(strings.ReplaceAll(strings.Join([]string{u.GetName(), objs["secret/wi-"+podName]}, " "), "\n", " "))
+		got := spcpsObjects(u)["secret/wi-"+podName]
+		return got == version, fmt.Sprintf("%s records version %q", u.GetName(), got)
 	})
 	noNewDriverErrors(t, before)
 }
