@@ -84,8 +84,7 @@ CHART_OMITS = {
     "metrics-backend": "only Prometheus exists",
     "enable-pprof": "accepted for compatibility, ignored",
     "pprof-port": "accepted for compatibility, ignored",
-    "token-proxy-url": "identity binding is not supported yet",
-    "sni-name": "identity binding is not supported yet",
+    "token-proxy-ca-file": "the chart mounts the cluster CA at the binary's default path (identityBinding.mountClusterCA)",
     "imds-endpoint": "fixed Azure address; tests and special hosts use linux.extraArgs",
     "pod-identity-endpoint": "the NMI's fixed node address; special hosts use linux.extraArgs",
     "resolve": "repeatable HOST=IP pairs: linux.extraArgs",
@@ -344,7 +343,12 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
         expected["custom-user-agent"] = linux["customUserAgent"]
     if values["caBundle"]["configMapName"]:
         expected["ca-file"] = "/etc/akv-csi-provider/ca/" + values["caBundle"]["key"]
-    from_keys = set(expected)
+    binding = values["identityBinding"]
+    if binding["tokenProxyURL"]:
+        expected["token-proxy-url"] = binding["tokenProxyURL"]
+    if binding["sniName"]:
+        expected["sni-name"] = binding["sniName"]
+    from_keys = set(expected) | {"token-proxy-url", "sni-name"}
     for extra in linux["extraArgs"]:
         name, _, value = extra.lstrip("-").partition("=")
         expected[name] = value
@@ -369,6 +373,9 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
     require(pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, "seccomp RuntimeDefault")
     require(pod["automountServiceAccountToken"] is False, "no service account token")
     require(pod["hostNetwork"] is linux["hostNetwork"], "hostNetwork")
+    want_dns = linux["dnsPolicy"] or ("ClusterFirstWithHostNet" if linux["hostNetwork"] else None)
+    require(pod.get("dnsPolicy") == want_dns,
+            f"dnsPolicy {pod.get('dnsPolicy')!r}, want {want_dns!r} (kubernetes.default.svc must resolve with hostNetwork)")
     require(pod["terminationGracePeriodSeconds"] > hms_seconds(values["drainTimeout"]),
             "terminationGracePeriodSeconds must exceed drainTimeout")
     require(pod["nodeSelector"].get("kubernetes.io/os") == "linux", "Linux nodes only")
@@ -379,6 +386,14 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
     require(volumes["providers-dir"]["hostPath"]["path"] == linux["providersDir"],
             "the socket directory is linux.providersDir on the node")
     require(container["resources"] == linux["resources"], "resources as given")
+    if binding["mountClusterCA"]:
+        require(mounts.get("cluster-ca") == "/var/run/secrets/kubernetes.io/serviceaccount",
+                "the cluster CA at the path the binary reads by default")
+        require(volumes["cluster-ca"]["configMap"] == {"name": "kube-root-ca.crt",
+                                                       "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+                "the cluster CA from kube-root-ca.crt, ca.crt only")
+    else:
+        require("cluster-ca" not in mounts, "no cluster CA mounted when mountClusterCA is false")
     return from_keys
 
 
@@ -412,7 +427,8 @@ def schema_flag_properties() -> dict[str, tuple[str, dict[str, Any]]]:
         return prop
 
     out = {}
-    for prefix, props in (("", schema["properties"]), ("linux.", schema["properties"]["linux"]["properties"])):
+    for prefix, props in (("", schema["properties"]), ("linux.", schema["properties"]["linux"]["properties"]),
+                          ("identityBinding.", schema["properties"]["identityBinding"]["properties"])):
         for key, prop in props.items():
             match = re.match(r"--?([a-z][-a-z]*)", prop.get("description", ""))
             if match:

@@ -130,13 +130,20 @@ pub struct Config {
     #[arg(long, default_value_t = 6060)]
     pub pprof_port: u16,
 
-    /// AKS identity-binding token proxy URL (identity binding is not supported yet).
+    /// AKS identity binding (useAzureTokenProxy): URL of the token proxy the token requests go
+    /// to (https, no user info, query or fragment; empty = https://kubernetes.default.svc.cluster.local).
     #[arg(long, default_value = "")]
     pub token_proxy_url: String,
 
-    /// TLS server name for the identity-binding token proxy (identity binding is not supported yet).
+    /// AKS identity binding: TLS server name of the token proxy (SNI and certificate check);
+    /// empty = computed from the API server's certificate (its hcp-kubernetes.<clusterID> SAN).
     #[arg(long, default_value = "")]
     pub sni_name: String,
+
+    /// AKS identity binding: the only CA trusted for the token proxy and the API server probe,
+    /// re-read when it changes (the pod's service-account CA, which kubelet rotates).
+    #[arg(long, default_value = crate::auth::token_proxy::DEFAULT_CA_FILE)]
+    pub token_proxy_ca_file: PathBuf,
 
     /// How Azure is reached: extra CAs, fixed addresses, the IMDS endpoint, the User-Agent.
     #[command(flatten)]

@@ -3,7 +3,7 @@
 use akv_csi_provider::{
     BUILD_DATE, GIT_COMMIT, VERSION,
     admin::{self, AdminConfig, HealthCheck},
-    auth::CredentialFactory,
+    auth::{CredentialFactory, TokenProxyConfig, TokenProxyTransport},
     cli::Config,
     grpc::ProviderService,
     keyvault::{ReadCacheConfig, RetryPolicy, SdkConnector},
@@ -87,8 +87,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 config.pod_identity_endpoint
             )
         })?;
+    let token_proxy = TokenProxyTransport::new(&TokenProxyConfig {
+        url: config.token_proxy_url.clone(),
+        sni_name: config.sni_name.clone(),
+        ca_file: Some(config.token_proxy_ca_file.clone()),
+        api_server_port: std::env::var("KUBERNETES_SERVICE_PORT")
+            .ok()
+            .and_then(|p| p.trim().parse().ok()),
+        resolve: config.connection.resolve.clone(),
+    })?;
     let credentials =
-        CredentialFactory::new(transport.clone(), pod_identity_endpoint, metrics.clone());
+        CredentialFactory::new(transport.clone(), pod_identity_endpoint, metrics.clone())
+            .with_token_proxy(token_proxy);
     let mounter = Mounter::new(
         credentials,
         Arc::new(SdkConnector::new(transport)),

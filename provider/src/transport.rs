@@ -106,9 +106,21 @@ impl Override {
     }
 }
 
+/// Name resolution with the `--resolve` overrides, else the system resolver.
 #[derive(Debug)]
-struct Resolver {
+pub(crate) struct Resolver {
     overrides: Vec<Override>,
+}
+
+impl Resolver {
+    /// A resolver for `--resolve` values (`HOST=IP`).
+    pub(crate) fn from_flags(resolve: &[String]) -> Result<Self, TransportError> {
+        let overrides = resolve
+            .iter()
+            .map(|r| Override::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { overrides })
+    }
 }
 
 impl reqwest::dns::Resolve for Resolver {
@@ -146,16 +158,11 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// Builds the client from flags.
     pub fn new(config: &TransportConfig) -> Result<Arc<Self>, TransportError> {
-        let overrides = config
-            .resolve
-            .iter()
-            .map(|r| Override::parse(r))
-            .collect::<Result<Vec<_>, _>>()?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(90))
-            .dns_resolver(Arc::new(Resolver { overrides }));
+            .dns_resolver(Arc::new(Resolver::from_flags(&config.resolve)?));
         if let Some(path) = &config.ca_file {
             builder = builder.tls_certs_merge(read_ca_file(path)?);
         }

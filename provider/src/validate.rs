@@ -100,10 +100,12 @@ pub fn check(spc: &SpcManifest) -> Vec<Problem> {
             message: CloudError::MissingEnvFile.to_string(),
         });
     }
-    if crate::cli::parse_go_bool(value("useAzureTokenProxy")) == Ok(true) {
+    if crate::cli::parse_go_bool(value("useAzureTokenProxy")) == Ok(true)
+        && value("clientID").is_empty()
+    {
         problems.push(Problem {
-            path: "spec.parameters.useAzureTokenProxy".into(),
-            message: AuthError::IdentityBindingUnsupported.to_string(),
+            path: "spec.parameters.clientID".into(),
+            message: AuthError::MissingClientId.to_string(),
         });
     }
     if errors.is_empty()

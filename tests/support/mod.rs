@@ -9,3 +9,4 @@ pub mod env;
 pub mod fake_azure;
 pub mod leaks;
 pub mod provider;
+pub mod token_proxy;

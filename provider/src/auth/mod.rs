@@ -1,13 +1,17 @@
 //! Identities and the credentials that get Key Vault tokens for them.
 //!
-//! Workload identity, service principal and VM managed identity use the official `azure_identity`
-//! credentials; pod identity (deprecated AAD pod identity, NMI) is a small credential of our own.
+//! Workload identity, identity binding, service principal and VM managed identity use the
+//! official `azure_identity` credentials (identity binding with the token-proxy transport of
+//! [`token_proxy`]); pod identity (deprecated AAD pod identity, NMI) is a small credential of our
+//! own.
 
 mod pod_identity;
 mod token_cache;
+pub mod token_proxy;
 
 pub use pod_identity::PodIdentityCredential;
 pub use token_cache::{CachedCredential, REFRESH_MARGIN, TokenCache};
+pub use token_proxy::{TokenProxyConfig, TokenProxyTransport};
 
 use crate::{
     cloud::CloudEnvironment, metrics::Metrics, sensitive::SecretString, transport::HttpTransport,
@@ -34,10 +38,16 @@ pub const IDENTITY_BINDING_AUDIENCE: &str = "api://AKSIdentityBinding";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
-    /// Workload identity is configured but the driver sent no token for its audience: the
-    /// CSIDriver object lacks `tokenRequests`.
+    /// Workload identity or identity binding is configured but the driver sent no token for its
+    /// audience: the CSIDriver object lacks `tokenRequests`.
     #[error(
-        "clientID \"{client_id}\" selects workload identity, but the driver sent no service account token for audience {audience}: add {{\"audience\": \"{audience}\"}} to spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io (Helm: tokenRequests) and keep requiresRepublish: true"
+        "{selector} selects {mode}, but the driver sent no service account token for audience {audience}: add {{\"audience\": \"{audience}\"}} to spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io (Helm: tokenRequests) and keep requiresRepublish: true",
+        selector = if *.audience == IDENTITY_BINDING_AUDIENCE {
+            format!("useAzureTokenProxy with clientID \"{}\"", .client_id)
+        } else {
+            format!("clientID \"{}\"", .client_id)
+        },
+        mode = if *.audience == IDENTITY_BINDING_AUDIENCE { "identity binding" } else { "workload identity" }
     )]
     MissingToken {
         /// Client id from the SPC.
@@ -45,6 +55,11 @@ pub enum AuthError {
         /// Audience that was expected.
         audience: &'static str,
     },
+    /// Identity binding needs the client id of the managed identity it binds to.
+    #[error(
+        "useAzureTokenProxy (AKS identity binding) needs clientID: set it to the client id of the managed identity the identity binding is for"
+    )]
+    MissingClientId,
     /// `csi.storage.k8s.io/serviceAccount.tokens` is not the JSON the driver sends.
     #[error(
         "attribute csi.storage.k8s.io/serviceAccount.tokens is not a JSON object of audience -> {{token, expirationTimestamp}}: {0}"
@@ -55,11 +70,6 @@ pub enum AuthError {
         "no identity configured: set clientID for workload identity, useVMManagedIdentity, or usePodIdentity in the SecretProviderClass, or give the volume a nodePublishSecretRef whose secret has clientid and clientsecret ({0})"
     )]
     NoIdentity(&'static str),
-    /// Identity binding through the AKS token proxy is not implemented yet.
-    #[error(
-        "useAzureTokenProxy (AKS identity binding) is not supported by this provider yet; use workload identity (clientID) instead"
-    )]
-    IdentityBindingUnsupported,
     /// The SDK refused the credential parameters (e.g. a malformed tenant id).
     #[error("the {mode} credential could not be created: {reason}")]
     Build {
@@ -77,7 +87,7 @@ impl AuthError {
             Self::MissingToken { .. } => "missing_token_audience",
             Self::BadTokens(_) => "bad_service_account_tokens",
             Self::NoIdentity(_) => "no_identity",
-            Self::IdentityBindingUnsupported => "identity_binding_unsupported",
+            Self::MissingClientId => "missing_client_id",
             Self::Build { .. } => "credential_build",
         }
     }
@@ -94,6 +104,16 @@ pub enum Identity {
         /// Client id of the app or user-assigned identity.
         client_id: String,
         /// The service-account token (audience `api://AzureADTokenExchange`).
+        token: SecretString,
+    },
+    /// AKS identity binding: the pod's service-account token (audience `api://AKSIdentityBinding`)
+    /// exchanged as a client assertion through the cluster's token proxy.
+    IdentityBinding {
+        /// Tenant of the managed identity.
+        tenant_id: String,
+        /// Client id of the managed identity.
+        client_id: String,
+        /// The service-account token (audience `api://AKSIdentityBinding`).
         token: SecretString,
     },
     /// Service principal with a client secret from the node-publish secret.
@@ -152,6 +172,11 @@ impl Identity {
                 tenant_id,
                 client_id,
                 token,
+            }
+            | Self::IdentityBinding {
+                tenant_id,
+                client_id,
+                token,
             } => {
                 part(tenant_id.as_bytes());
                 part(client_id.as_bytes());
@@ -194,6 +219,7 @@ impl Identity {
     pub fn mode(&self) -> &'static str {
         match self {
             Self::WorkloadIdentity { .. } => "workload_identity",
+            Self::IdentityBinding { .. } => "identity_binding",
             Self::ServicePrincipal { .. } => "service_principal",
             Self::ManagedIdentity { .. } => "managed_identity",
             Self::PodIdentity { .. } => "pod_identity",
@@ -213,6 +239,16 @@ impl fmt::Display for Identity {
                 write!(
                     f,
                     "workload identity (clientID {client_id}, tenant {tenant_id})"
+                )
+            }
+            Self::IdentityBinding {
+                client_id,
+                tenant_id,
+                ..
+            } => {
+                write!(
+                    f,
+                    "identity binding (clientID {client_id}, tenant {tenant_id})"
                 )
             }
             Self::ServicePrincipal {
@@ -325,6 +361,7 @@ impl TokenCredential for MeteredCredential {
 #[derive(Debug, Clone)]
 pub struct CredentialFactory {
     transport: Arc<HttpTransport>,
+    token_proxy: Option<Arc<TokenProxyTransport>>,
     pod_identity_endpoint: Url,
     metrics: Arc<Metrics>,
     tokens: Arc<TokenCache>,
@@ -339,10 +376,19 @@ impl CredentialFactory {
     ) -> Self {
         Self {
             transport,
+            token_proxy: None,
             pod_identity_endpoint,
             tokens: Arc::new(TokenCache::new(metrics.clone())),
             metrics,
         }
+    }
+
+    /// Identity binding sends its token requests through `proxy` (without one, an
+    /// identity-binding Mount fails with a message saying so).
+    #[must_use]
+    pub fn with_token_proxy(mut self, proxy: Arc<TokenProxyTransport>) -> Self {
+        self.token_proxy = Some(proxy);
+        self
     }
 
     fn client_options(&self, cloud: &CloudEnvironment) -> ClientOptions {
@@ -386,6 +432,25 @@ impl CredentialFactory {
                 }),
             )
             .map_err(build)?,
+            Identity::IdentityBinding {
+                tenant_id,
+                client_id,
+                token,
+            } => {
+                let proxy = self.token_proxy.as_ref().ok_or(AuthError::Build {
+                    mode,
+                    reason: "this process has no token proxy for identity binding (the standalone agent has none: use workload identity)".into(),
+                })?;
+                let mut client_options = self.client_options(cloud);
+                client_options.transport = Some(proxy.sdk_transport());
+                ClientAssertionCredential::new(
+                    tenant_id.clone(),
+                    client_id.clone(),
+                    ServiceAccountAssertion(token.clone()),
+                    Some(ClientAssertionCredentialOptions { client_options }),
+                )
+                .map_err(build)?
+            }
             Identity::ServicePrincipal {
                 tenant_id,
                 client_id,

@@ -16,9 +16,7 @@ fn code(error: &MountError) -> Code {
             _ => Code::InvalidArgument,
         },
         MountError::Auth(e) => match e {
-            AuthError::MissingToken { .. } | AuthError::IdentityBindingUnsupported => {
-                Code::FailedPrecondition
-            }
+            AuthError::MissingToken { .. } => Code::FailedPrecondition,
             _ => Code::InvalidArgument,
         },
         MountError::Vault { source, .. } => match source {

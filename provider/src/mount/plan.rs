@@ -2,7 +2,7 @@
 
 use super::{MountError, request};
 use crate::{
-    auth::{AuthError, Identity, WORKLOAD_IDENTITY_AUDIENCE},
+    auth::{AuthError, IDENTITY_BINDING_AUDIENCE, Identity, WORKLOAD_IDENTITY_AUDIENCE},
     cloud::{CloudEnvironment, CloudName},
     sensitive::SecretString,
     spc::SecretProviderClass,
@@ -95,7 +95,21 @@ fn identity(
         });
     }
     if params.use_azure_token_proxy {
-        return Err(AuthError::IdentityBindingUnsupported);
+        if params.client_id.is_empty() {
+            return Err(AuthError::MissingClientId);
+        }
+        let tokens = request::tokens_json(attrs, secrets);
+        let token = request::service_account_token(tokens, IDENTITY_BINDING_AUDIENCE)?.ok_or_else(
+            || AuthError::MissingToken {
+                client_id: params.client_id.clone(),
+                audience: IDENTITY_BINDING_AUDIENCE,
+            },
+        )?;
+        return Ok(Identity::IdentityBinding {
+            tenant_id: spc.tenant_id.clone(),
+            client_id: params.client_id.clone(),
+            token,
+        });
     }
     if !params.client_id.is_empty() {
         let tokens = request::tokens_json(attrs, secrets);
@@ -225,13 +239,51 @@ mod tests {
                 .unwrap_or_default()
                 .ends_with("(the node-publish secret has no clientsecret)")
         );
-        let e = planned(&[("useAzureTokenProxy", "true"), ("clientID", "x")], "");
+        let e = planned(&[("useAzureTokenProxy", "true"), ("clientID", "x")], "null");
         assert_eq!(
             e.err().as_deref(),
             Some(
-                "useAzureTokenProxy (AKS identity binding) is not supported by this provider yet; use workload identity (clientID) instead"
+                "useAzureTokenProxy with clientID \"x\" selects identity binding, but the driver sent no service account token for audience api://AKSIdentityBinding: add {\"audience\": \"api://AKSIdentityBinding\"} to spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io (Helm: tokenRequests) and keep requiresRepublish: true"
             )
         );
+        // A workload-identity token is not an identity-binding token.
+        let wi = r#"{"api://AzureADTokenExchange":{"token":"jwt","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
+        let e = planned(
+            &[
+                ("useAzureTokenProxy", "true"),
+                ("clientID", "x"),
+                (request::SERVICE_ACCOUNT_TOKENS, wi),
+            ],
+            "null",
+        );
+        assert!(
+            e.err()
+                .is_some_and(|e| e.contains("api://AKSIdentityBinding"))
+        );
+        let e = planned(&[("useAzureTokenProxy", "true")], "null");
+        assert_eq!(
+            e.err().as_deref(),
+            Some(
+                "useAzureTokenProxy (AKS identity binding) needs clientID: set it to the client id of the managed identity the identity binding is for"
+            )
+        );
+        let both = r#"{"api://AzureADTokenExchange":{"token":"wi-jwt","expirationTimestamp":""},"api://AKSIdentityBinding":{"token":"ib-jwt","expirationTimestamp":""}}"#;
+        let p = planned(
+            &[
+                ("useAzureTokenProxy", "true"),
+                ("clientID", "x"),
+                (request::SERVICE_ACCOUNT_TOKENS, both),
+            ],
+            "null",
+        );
+        assert_eq!(
+            p.as_ref().map(|p| p.identity.to_string()),
+            Ok("identity binding (clientID x, tenant tenant-1)".into())
+        );
+        assert!(matches!(
+            p.map(|p| p.identity),
+            Ok(Identity::IdentityBinding { token, .. }) if token.expose() == "ib-jwt"
+        ));
     }
 
     /// Every identity mode with the `secrets` the driver v1.6.0 sends: `null` without a
