@@ -239,8 +239,17 @@ async fn graceful_shutdown_under_load() {
         })
     });
     let handles: Vec<_> = calls.collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let in_flight_at_signal = env.provider.mounts_in_flight().await;
+    // SIGTERM only once Mounts are in flight: otherwise the test proves nothing about draining.
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    let mut in_flight_at_signal = env.provider.mounts_in_flight().await;
+    while in_flight_at_signal == 0 && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        in_flight_at_signal = env.provider.mounts_in_flight().await;
+    }
+    assert!(
+        in_flight_at_signal > 0,
+        "no Mount was in flight when SIGTERM was to be sent"
+    );
     let signalled = Instant::now();
     env.provider.signal(nix::sys::signal::Signal::SIGTERM);
     let status = tokio::task::spawn_blocking({
