@@ -1034,7 +1034,7 @@ fn make_tls(ca_name: &str) -> (String, Arc<ServerConfig>) {
 
     let chain = vec![cert.der().clone(), ca.der().clone()];
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS protocol versions")

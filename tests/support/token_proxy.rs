@@ -220,7 +220,7 @@ fn tls(cluster_id: &str, proxy_name: &str) -> (String, ServerConfig) {
         .push(DnType::CommonName, "fake cluster CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign CA");
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
     let resolver = ByName {
         proxy_name: proxy_name.to_owned(),
         proxy: certified(vec![proxy_name.to_owned()], &ca, &provider),
