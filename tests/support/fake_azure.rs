@@ -213,6 +213,15 @@ impl Fault {
             )
     }
 
+    /// A 403 with one of Key Vault's error bodies from `tests/fixtures/keyvault-errors/` (`name`
+    /// without `.json`, e.g. `forbidden-by-connection`), byte for byte as Key Vault sends it.
+    /// The Go stand-in (`e2e/internal/kvemu`) serves the same files.
+    pub fn keyvault_error(name: &str) -> Self {
+        Self::status(403)
+            .with_body(&keyvault_error_body(name))
+            .with_header("Content-Type", JSON)
+    }
+
     /// A fault that answers normally, but only after `delay`.
     pub fn slow(delay: Duration) -> Self {
         Self::status(0).delay(delay)
@@ -1640,6 +1649,17 @@ fn nmi(st: &mut State, req: &Req) -> (Option<String>, Reply) {
 
 // ---------------------------------------------------------------------------
 // Key Vault
+
+/// The body of `tests/fixtures/keyvault-errors/<name>.json`, without the final newline.
+pub fn keyvault_error_body(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/keyvault-errors")
+        .join(format!("{name}.json"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim_end()
+        .to_owned()
+}
 
 fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Reply {
     let mut error = json!({"code": code, "message": message});

@@ -308,13 +308,10 @@ impl TokenCredential for MeteredCredential {
                 "the token service answered without an access_token",
             ));
         }
+        // The same classification as the Mount's error, so the label and the gRPC code agree.
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(e) => match crate::transport::http_cause(e) {
-                (Some(s), _) if s == 429 || s >= 500 => "unavailable",
-                (None, true) => "unavailable",
-                _ => "rejected",
-            },
+            Err(e) => crate::keyvault::TokenFailure::of(e).outcome(),
         };
         self.metrics.token_request(self.mode, outcome);
         result

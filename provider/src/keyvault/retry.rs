@@ -268,6 +268,7 @@ mod tests {
         let inner = flaky(vec![KeyVaultError::NotFound {
             vault: "kv".into(),
             object: "secret/s".into(),
+            definite: true,
         }]);
         let vault = wrap(inner.clone(), Duration::from_secs(10), &VaultLimits::new(4));
         assert!(vault.get_secret("s", None).await.is_err());

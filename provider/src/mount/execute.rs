@@ -316,9 +316,7 @@ impl Mounter {
             started.elapsed(),
         );
         match result {
-            Err(FetchError::Vault(
-                e @ (KeyVaultError::NotFound { .. } | KeyVaultError::Disabled { .. }),
-            )) if object.optional => {
+            Err(FetchError::Vault(e)) if object.optional && e.is_skippable() => {
                 self.skipped(&object.shown(), vault_name, e.kind());
                 Ok(MountOutput::default())
             }
