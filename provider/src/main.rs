@@ -117,14 +117,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let path = server::socket_path(&config.endpoint)?;
+    // The admin ports first: a port in use fails the start (exit 1) before the socket exists,
+    // so the driver never sees a provider that kubelet's probe will keep restarting.
+    let admin = admin::bind(admin_config(&config, &path), metrics).await?;
     let listener = server::bind(&path)?;
 
     let stop = CancellationToken::new();
-    let admin = tokio::spawn(admin::serve(
-        admin_config(&config, &path),
-        metrics,
-        stop.clone(),
-    ));
+    let admin = tokio::spawn(admin.serve(stop.clone()));
     tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -149,9 +148,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     stop.cancel();
-    let admin_result = admin.await.context("admin endpoints task")?;
+    admin.await.context("admin endpoints task")?;
     served?;
-    admin_result?;
     tracing::info!("provider stopped; socket removed");
     Ok(())
 }

@@ -564,7 +564,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         None
     } else {
         let health = agent.health();
-        Some(tokio::spawn(admin::serve(
+        // Bound before the first sync: a port in use fails the start, not the shutdown.
+        let bound = admin::bind(
             AdminConfig {
                 bind: config.admin_address,
                 healthz_port: config.healthz_port,
@@ -573,17 +574,17 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                 health: HealthCheck::Report(Arc::new(move || health.report())),
             },
             agent.metrics(),
-            stop.clone(),
-        )))
+        )
+        .await
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        Some(tokio::spawn(bound.serve(stop.clone())))
     };
     agent.run_loop(stop.clone(), wake).await;
     stop.cancel();
     if let Some(admin) = admin {
-        match admin.await {
-            Ok(Err(e)) => return Err(AgentError::Setup(e.to_string())),
-            Err(e) => return Err(AgentError::Setup(e.to_string())),
-            Ok(Ok(())) => {}
-        }
+        admin
+            .await
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
     }
     tracing::info!("agent stopped");
     Ok(())
