@@ -17,8 +17,12 @@ pub const COMMIT_CHARS: usize = 12;
 pub fn commit(from_git: Option<&str>, from_env: Option<&str>) -> String {
     let clean = |s: &str| {
         let s = s.trim();
-        (!s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit()))
-            .then(|| s.chars().take(COMMIT_CHARS).collect::<String>().to_ascii_lowercase())
+        (!s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())).then(|| {
+            s.chars()
+                .take(COMMIT_CHARS)
+                .collect::<String>()
+                .to_ascii_lowercase()
+        })
     };
     from_git
         .and_then(clean)

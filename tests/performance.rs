@@ -101,6 +101,84 @@ async fn rotations_reuse_one_token_and_pinned_values_cost_nothing() {
     assert_eq!(resp.files[1].contents, b"rotated-value");
 }
 
+/// A token Key Vault answers 401 to is evicted from the token cache: the SDK's challenge retry
+/// gets a fresh token and the same Mount succeeds (before, the cache handed back the rejected
+/// token to every Mount until it nearly expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_key_vault_rejects_is_evicted_and_replaced_at_once() {
+    let (fake, provider, cloud) = start(&[]).await;
+    fake.set_secret("kv1", "db", "db-value-0001", SecretOpts::default());
+    let objects = vec!["objectName: db\nobjectType: secret".to_owned()];
+    let mut client = provider.client().await;
+    client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("first mount");
+    assert_eq!(token_requests(&fake), 1);
+    // Key Vault no longer accepts the token the provider holds (still valid for an hour by
+    // its expiry): it answers 401 with a challenge.
+    fake.expire_all_tokens();
+    fake.clear_requests();
+    let resp = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("the Mount after the 401 gets a fresh token and succeeds")
+        .into_inner();
+    assert_eq!(resp.files[0].contents, b"db-value-0001");
+    assert_eq!(
+        token_requests(&fake),
+        1,
+        "one fresh token: {:?}",
+        fake.requests()
+    );
+    assert_eq!(
+        fake.count(|r| r.is_vault("kv1") && r.status == 401),
+        1,
+        "one rejected request: {:?}",
+        fake.requests()
+    );
+    // And the fresh token is the cached one now: the next Mount asks for none.
+    client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("third mount");
+    assert_eq!(token_requests(&fake), 1);
+}
+
+/// The first Mount against a vault learns Key Vault's challenge with one request, then fans
+/// out: one 401 for 20 objects, not one per object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_mount_draws_one_challenge_for_twenty_objects() {
+    let (fake, provider, cloud) = start(&[]).await;
+    let objects: Vec<String> = (0..20)
+        .map(|i| {
+            fake.set_secret(
+                "kv1",
+                &format!("s{i}"),
+                &format!("value-{i}-0001"),
+                SecretOpts::default(),
+            );
+            format!("objectName: s{i}\nobjectType: secret")
+        })
+        .collect();
+    let resp = provider
+        .client()
+        .await
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("mount")
+        .into_inner();
+    assert_eq!(resp.files.len(), 20);
+    assert_eq!(
+        fake.count(|r| r.is_vault("kv1") && r.status == 401),
+        1,
+        "{:?}",
+        fake.requests()
+    );
+    assert_eq!(fake.count(|r| r.is_vault("kv1") && r.status == 200), 20);
+    assert_eq!(token_requests(&fake), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_mounts_share_one_token_request_and_identical_reads() {
     let (fake, provider, cloud) = start(&[]).await;

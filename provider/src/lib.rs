@@ -7,13 +7,13 @@
 //! Two subcommands reuse that path: [`agent`] (the standalone agent with its own rotation loop)
 //! and [`validate`] (offline SecretProviderClass checks).
 
+pub mod admin;
+pub mod agent;
+pub mod auth;
 // The build script's commit rules, tested here (build.rs has no test harness).
 #[cfg(test)]
 #[path = "../build_info.rs"]
 mod build_info;
-pub mod admin;
-pub mod agent;
-pub mod auth;
 pub mod cli;
 pub mod cloud;
 pub mod convert;

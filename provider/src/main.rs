@@ -89,9 +89,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let credentials =
         CredentialFactory::new(transport.clone(), pod_identity_endpoint, metrics.clone());
+    let tokens = credentials.token_cache();
     let mounter = Mounter::new(
         credentials,
-        Arc::new(SdkConnector::new(transport)),
+        Arc::new(SdkConnector::new(transport, tokens)),
         MounterConfig {
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
             max_reply_bytes: usize::try_from(config.max_call_recv_msg_size).unwrap_or(usize::MAX),

@@ -321,9 +321,10 @@ impl Agent {
         let nmi = url::Url::parse("http://127.0.0.1:2579")
             .map_err(|e| AgentError::Setup(e.to_string()))?;
         let credentials = CredentialFactory::new(transport.clone(), nmi, metrics.clone());
+        let tokens = credentials.token_cache();
         let mounter = Mounter::new(
             credentials,
-            Arc::new(SdkConnector::new(transport)),
+            Arc::new(SdkConnector::new(transport, tokens)),
             MounterConfig {
                 max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
                 max_reply_bytes: MAX_SYNC_BYTES,
@@ -582,9 +583,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     agent.run_loop(stop.clone(), wake).await;
     stop.cancel();
     if let Some(admin) = admin {
-        admin
-            .await
-            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        admin.await.map_err(|e| AgentError::Setup(e.to_string()))?;
     }
     tracing::info!("agent stopped");
     Ok(())

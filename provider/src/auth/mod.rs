@@ -269,9 +269,13 @@ impl ClientAssertion for ServiceAccountAssertion {
     }
 }
 
-/// Counts token requests by identity mode and outcome.
+/// Makes a new SDK credential for one identity.
+type BuildCredential = Arc<dyn Fn() -> azure_core::Result<Arc<dyn TokenCredential>> + Send + Sync>;
+
+/// Makes the token requests of one identity, each with a new SDK credential (see
+/// [`CredentialFactory::credential`]), and counts them by identity mode and outcome.
 struct MeteredCredential {
-    inner: Arc<dyn TokenCredential>,
+    build: BuildCredential,
     mode: &'static str,
     metrics: Arc<Metrics>,
 }
@@ -291,7 +295,10 @@ impl TokenCredential for MeteredCredential {
         scopes: &[&str],
         options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
     ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        let mut result = self.inner.get_token(scopes, options).await;
+        let mut result = match (self.build)() {
+            Ok(inner) => inner.get_token(scopes, options).await,
+            Err(e) => Err(e),
+        };
         if result
             .as_ref()
             .is_ok_and(|t| t.token.secret().trim().is_empty())
@@ -342,6 +349,12 @@ impl CredentialFactory {
         }
     }
 
+    /// The token cache behind every credential of this factory (the Key Vault clients evict a
+    /// token Key Vault rejects).
+    pub fn token_cache(&self) -> Arc<TokenCache> {
+        self.tokens.clone()
+    }
+
     fn client_options(&self, cloud: &CloudEnvironment) -> ClientOptions {
         let mut custom = CustomConfiguration::default();
         cloud
@@ -359,16 +372,45 @@ impl CredentialFactory {
     }
 
     /// A credential for `identity` in `cloud`.
+    ///
+    /// Its tokens come from the shared [`TokenCache`]; on a miss a new SDK credential makes the
+    /// token request. The SDK's credentials keep their own token caches, which cannot be told
+    /// that Key Vault rejected a token: a credential kept inside a reused Key Vault client would
+    /// hand the rejected token back after our cache evicted it.
     pub fn credential(
         &self,
         identity: &Identity,
         cloud: &CloudEnvironment,
     ) -> Result<Arc<dyn TokenCredential>, AuthError> {
         let mode = identity.mode();
-        let build = |e: azure_core::Error| AuthError::Build {
-            mode,
-            reason: e.to_string(),
+        // Built once now so that a bad identity fails here, with its mode.
+        self.sdk_credential(identity, cloud)
+            .map_err(|e| AuthError::Build {
+                mode,
+                reason: e.to_string(),
+            })?;
+        let build: BuildCredential = {
+            let (factory, identity, cloud) = (self.clone(), identity.clone(), cloud.clone());
+            Arc::new(move || factory.sdk_credential(&identity, &cloud))
         };
+        let metered = Arc::new(MeteredCredential {
+            build,
+            mode,
+            metrics: self.metrics.clone(),
+        });
+        Ok(Arc::new(CachedCredential::new(
+            metered,
+            identity.key(cloud),
+            self.tokens.clone(),
+        )))
+    }
+
+    /// A new SDK credential for `identity` (no token request yet).
+    fn sdk_credential(
+        &self,
+        identity: &Identity,
+        cloud: &CloudEnvironment,
+    ) -> azure_core::Result<Arc<dyn TokenCredential>> {
         let credential: Arc<dyn TokenCredential> = match identity {
             Identity::WorkloadIdentity {
                 tenant_id,
@@ -381,8 +423,7 @@ impl CredentialFactory {
                 Some(ClientAssertionCredentialOptions {
                     client_options: self.client_options(cloud),
                 }),
-            )
-            .map_err(build)?,
+            )?,
             Identity::ServicePrincipal {
                 tenant_id,
                 client_id,
@@ -394,8 +435,7 @@ impl CredentialFactory {
                 Some(ClientSecretCredentialOptions {
                     client_options: self.client_options(cloud),
                 }),
-            )
-            .map_err(build)?,
+            )?,
             Identity::ManagedIdentity {
                 user_assigned_client_id,
             } => ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
@@ -403,8 +443,7 @@ impl CredentialFactory {
                     .clone()
                     .map(UserAssignedId::ClientId),
                 client_options: self.client_options(cloud),
-            }))
-            .map_err(build)?,
+            }))?,
             Identity::PodIdentity {
                 namespace,
                 pod_name,
@@ -415,15 +454,6 @@ impl CredentialFactory {
                 pod_name.clone(),
             )),
         };
-        let metered = Arc::new(MeteredCredential {
-            inner: credential,
-            mode,
-            metrics: self.metrics.clone(),
-        });
-        Ok(Arc::new(CachedCredential::new(
-            metered,
-            identity.key(cloud),
-            self.tokens.clone(),
-        )))
+        Ok(credential)
     }
 }
