@@ -104,6 +104,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             cache: ReadCacheConfig {
                 pinned_ttl: config.pinned_cache_ttl,
                 latest_window: config.latest_cache_window,
+                listing_window: config.listing_window,
                 max_bytes: u64::from(config.cache_max_mib) * 1024 * 1024,
             },
             construct_pem_chain: config.construct_pem_chain,

@@ -157,6 +157,9 @@ pub struct Fault {
     pub delay: Option<Duration>,
     /// Damage applied to the answer (the fault's own, or the normal one when `status` is 0).
     pub mangle: Option<Mangle>,
+    /// Matching requests answered normally before the fault starts (e.g. 1: the second page
+    /// of a listing fails, not the first).
+    pub skip: u32,
 }
 
 /// How a [`Fault`] damages an answer on its way out.
@@ -183,6 +186,7 @@ impl Fault {
             times: None,
             delay: None,
             mangle: None,
+            skip: 0,
         }
     }
 
@@ -245,6 +249,13 @@ impl Fault {
     #[must_use]
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
+        self
+    }
+
+    /// Lets the first `n` matching requests through before the fault applies.
+    #[must_use]
+    pub fn after(mut self, n: u32) -> Self {
+        self.skip = n;
         self
     }
 
@@ -988,6 +999,10 @@ impl State {
             .iter()
             .position(|f| f.vault == vault && (f.secret == "*" || f.secret == secret))?;
         let active = &mut self.faults[index];
+        if active.fault.skip > 0 {
+            active.fault.skip -= 1;
+            return None;
+        }
         let fault = active.fault.clone();
         if let Some(times) = &mut active.fault.times {
             *times -= 1;

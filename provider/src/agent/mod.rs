@@ -337,6 +337,7 @@ impl Agent {
                 cache: ReadCacheConfig {
                     pinned_ttl: Duration::ZERO,
                     latest_window: Duration::ZERO,
+                    listing_window: Duration::ZERO,
                     max_bytes: 1,
                 },
                 construct_pem_chain: config.construct_pem_chain,

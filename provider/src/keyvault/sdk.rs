@@ -2,9 +2,9 @@
 //! which share one transport and one retry policy.
 
 use super::{
-    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, MAX_SECRETS_SCANNED,
-    MAX_VERSIONS_SCANNED, ObjectKind, SecretSummary, Vault, VaultConnector, VersionInfo, classify,
-    name_of, version_of,
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, LIST_PAGE_SIZE,
+    MAX_VERSIONS_SCANNED, ObjectKind, SecretPage, SecretSummary, Vault, VaultConnector,
+    VersionInfo, classify, extend_listing, name_of, version_of,
 };
 use crate::{
     auth::{IdentityKey, TokenCache},
@@ -17,6 +17,7 @@ use azure_core::{
     http::{
         ClientOptions, Context, Request, RetryOptions, StatusCode,
         headers::AUTHORIZATION,
+        pager::{PagerContinuation, PagerOptions},
         policies::{Policy, PolicyResult},
     },
 };
@@ -520,37 +521,53 @@ impl SdkVault {
         }
     }
 
-    async fn read_secret_list(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
+    /// One page of `GET /secrets`, Key Vault's largest page size.
+    async fn read_secret_page(&self, next: Option<&str>) -> Result<SecretPage, KeyVaultError> {
         let object = "the list of secrets";
         let failed =
             |e: azure_core::Error| classify(&e, &self.vault, object, ObjectKind::Secret, "list");
-        let mut pager = self
+        let continuation = match next {
+            Some(link) => Some(PagerContinuation::Link(
+                url::Url::parse(link).map_err(|_| self.bad(object, "the nextLink is not a URL"))?,
+            )),
+            None => None,
+        };
+        let options = SecretClientListSecretPropertiesOptions {
+            maxresults: Some(LIST_PAGE_SIZE),
+            method_options: PagerOptions {
+                continuation,
+                ..PagerOptions::default()
+            },
+        };
+        let mut pages = self
             .secrets
-            .list_secret_properties(Some(SecretClientListSecretPropertiesOptions::default()))
-            .map_err(failed)?;
-        let mut secrets = Vec::new();
-        while let Some(item) = pager.try_next().await.map_err(failed)? {
-            let Some(name) = item.id.as_deref().and_then(name_of) else {
-                continue;
-            };
-            if secrets.len() >= MAX_SECRETS_SCANNED {
-                return Err(KeyVaultError::TooManySecrets {
-                    vault: self.vault.clone(),
-                    limit: MAX_SECRETS_SCANNED,
-                });
-            }
-            secrets.push(SecretSummary {
-                name,
-                enabled: item
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.enabled)
-                    .unwrap_or(true),
-                tags: item.tags.unwrap_or_default(),
-                managed: item.managed.unwrap_or(false),
-            });
-        }
-        Ok(secrets)
+            .list_secret_properties(Some(options))
+            .map_err(failed)?
+            .into_pages();
+        let Some(page) = pages.try_next().await.map_err(failed)? else {
+            return Ok(SecretPage::default());
+        };
+        let next = pages.continuation().map(|c| c.as_ref().to_owned());
+        let page = page
+            .into_model()
+            .map_err(|_| self.bad(object, "the body is not a JSON list of secrets"))?;
+        let secrets = page
+            .value
+            .into_iter()
+            .filter_map(|item| {
+                Some(SecretSummary {
+                    name: item.id.as_deref().and_then(name_of)?,
+                    enabled: item
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.enabled)
+                        .unwrap_or(true),
+                    tags: item.tags.unwrap_or_default(),
+                    managed: item.managed.unwrap_or(false),
+                })
+            })
+            .collect();
+        Ok(SecretPage { secrets, next })
     }
 }
 
@@ -597,8 +614,21 @@ impl Vault for SdkVault {
     }
 
     async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self.list_secrets_page(next.as_deref()).await?;
+            extend_listing(&mut all, page.secrets, &self.vault)?;
+            match page.next {
+                Some(link) => next = Some(link),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn list_secrets_page(&self, next: Option<&str>) -> Result<SecretPage, KeyVaultError> {
         self.challenge(ObjectKind::Secret)
-            .run(self.read_secret_list())
+            .run(self.read_secret_page(next))
             .await
     }
 }
