@@ -70,7 +70,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if !config.metrics_backend.eq_ignore_ascii_case("prometheus") {
         anyhow::bail!(
             "--metrics-backend \"{}\" is not supported: only Prometheus",
-            config.metrics_backend
+            akv_csi_provider::text::quote(&config.metrics_backend)
         );
     }
     if config.enable_pprof {
@@ -84,7 +84,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
             format!(
                 "--pod-identity-endpoint \"{}\"",
-                config.pod_identity_endpoint
+                akv_csi_provider::text::quote(&config.pod_identity_endpoint)
             )
         })?;
     let credentials =
