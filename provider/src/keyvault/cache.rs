@@ -82,13 +82,16 @@ impl Drop for Waiter<'_> {
 pub struct ReadCache {
     /// Secret listings per vault and identity, for the listing window; concurrent
     /// listings of one key share one.
-    listings: Option<Cache<(String, IdentityKey), Arc<Vec<SecretSummary>>>>,
+    listings: Option<Listings>,
     pinned: Option<Cache<ReadKey, FetchedSecret>>,
     latest: Option<Cache<ReadKey, FetchedSecret>>,
     in_flight: Mutex<HashMap<ReadKey, InFlight>>,
     next_id: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
+
+/// Secret listings by vault URL and identity.
+type Listings = Cache<(String, IdentityKey), Arc<Vec<SecretSummary>>>;
 
 /// Most listings kept (each at most 25,000 names and tags, kept a few seconds).
 const MAX_LISTINGS: u64 = 64;
