@@ -5,10 +5,11 @@
 # The binary links glibc dynamically (aws-lc-sys compiles C), so "cc" rather than "static".
 #
 # Not built by this repository's CI: its machines have no container engine. Build with
-#   docker build -t akv-csi-provider:0.1.0 .
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t akv-csi-provider:0.1.0 .
 # Multi-arch (amd64 + arm64), one native compile per platform (QEMU emulates the foreign one;
 # slow but no cross toolchain, which aws-lc-sys's C code would otherwise need):
-#   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/akv-csi-provider:0.1.0 --push .
+#   docker buildx build --platform linux/amd64,linux/arm64 --build-arg GIT_COMMIT=$(git rev-parse HEAD) \
+#     -t REGISTRY/akv-csi-provider:0.1.0 --push .
 # Builder and runtime must share the Debian release (glibc): bump both ARGs together.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
@@ -23,7 +24,11 @@ COPY provider provider
 COPY tests tests
 # Reproducible build date for --version (set it to the commit time in release pipelines).
 ARG SOURCE_DATE_EPOCH=0
+# The commit for --version and akv_build_info (.git is not copied into the build):
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) ...
+ARG GIT_COMMIT=
 ENV SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} \
+    GIT_COMMIT=${GIT_COMMIT} \
     CARGO_PROFILE_RELEASE_STRIP=symbols
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"akv-csi-provider/e2e/internal/harness"
+	"akv-csi-provider/e2e/internal/kvemu"
 )
 
 // seed stores a secret version in vault with optional tags and enabled flag; returns its version.
@@ -98,6 +99,36 @@ func TestOptionalObjects(t *testing.T) {
 		sameSnapshot(t, before, takeSnapshot(t, target))
 	})
 }
+
+// TestNetworkRefusalsAreNotSkipped: a vault that refuses the node's network (Key Vault's 403
+// ForbiddenByConnection / ForbiddenByFirewall, served by the stand-in from the shared fixtures)
+// fails the mount with FailedPrecondition naming the private endpoint or the firewall, even for an
+// optional object: a sync must not "succeed" with no files.
+func TestNetworkRefusalsAreNotSkipped(t *testing.T) {
+	networkVault.Do(func() { env.Vault.AddVault("kv3", harness.Tenant) })
+	seed(t, harness.VaultName, "feat-net-present", "present value", nil, true)
+	for fixture, want := range map[string]string{
+		kvemu.ForbiddenByConnection: "reach it through a private endpoint",
+		kvemu.ForbiddenByFirewall:   "the vault's firewall does not allow this node's address",
+	} {
+		t.Run(fixture, func(t *testing.T) {
+			if err := env.Vault.DenyNetwork("kv3", fixture); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = env.Vault.DenyNetwork("kv3", "") }()
+			_, err := spMount(t, t.TempDir(),
+				harness.Object("objectName", "feat-net-present", "objectType", "secret"),
+				"objectName: feat-net-behind-rules\nobjectType: secret\nkeyvaultName: kv3\noptional: true\n",
+			)
+			st := wantCode(t, err, codes.FailedPrecondition)
+			if !strings.Contains(st.Message(), want) {
+				t.Errorf("message %q lacks %q", st.Message(), want)
+			}
+		})
+	}
+}
+
+var networkVault sync.Once
 
 const jsonValue = `{"username":"app","password":"p@ss-json-7f2c1a","conn":{"port":5432,"hosts":["a.example","b.example"],"tls":true}}`
 

@@ -33,16 +33,35 @@ fn build_date() -> String {
     )
 }
 
-fn git_commit() -> String {
+mod build_info;
+
+/// Output of `git <args>` run in the crate's folder, trimmed; `None` when git or `.git` is absent.
+fn git(args: &[&str]) -> Option<String> {
     std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn git_commit() -> String {
+    println!("cargo:rerun-if-env-changed=GIT_COMMIT");
+    let dir = |arg: &str| {
+        git(&["rev-parse", "--path-format=absolute", arg]).map(std::path::PathBuf::from)
+    };
+    if let (Some(git_dir), Some(common_dir)) = (dir("--git-dir"), dir("--git-common-dir")) {
+        for path in build_info::watched(&git_dir, &common_dir) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    build_info::commit(
+        git(&["rev-parse", "--short=12", "HEAD"]).as_deref(),
+        std::env::var("GIT_COMMIT").ok().as_deref(),
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use support::{
     env::{Env, SP_ID, TENANT, files, sp_secrets, sp_secrets_for},
     fake_azure::{Fault, Mangle, SYSTEM_ASSIGNED_CLIENT_ID, SecretOpts, Service},
+    provider::{NO_SECRET_REF, http_get},
 };
 use tonic::Code;
 
@@ -59,6 +60,11 @@ fn check(
         (Expect::Succeeds, Ok(_)) => {}
         (expect, outcome) => panic!("{case}: expected {expect:?}, got {outcome:?}"),
     }
+}
+
+/// The provider's `/metrics` text.
+async fn metrics_text(env: &Env) -> String {
+    http_get(env.provider.metrics_port, "/metrics").await.1
 }
 
 fn throttle_body() -> String {
@@ -168,6 +174,30 @@ async fn key_vault_faults() {
             Expect::Fails(Code::NotFound, "was not found in Key Vault kv1"),
         ),
         (
+            "403 ForbiddenByConnection (public network access disabled)",
+            Fault::keyvault_error("forbidden-by-connection"),
+            Expect::Fails(
+                Code::FailedPrecondition,
+                "refused the request from this node's network (ForbiddenByConnection: Public network access is disabled and request is not from a trusted service nor via an approved private link.): the vault's public network access is disabled: reach it through a private endpoint",
+            ),
+        ),
+        (
+            "403 ForbiddenByFirewall (client address not allowed)",
+            Fault::keyvault_error("forbidden-by-firewall"),
+            Expect::Fails(
+                Code::FailedPrecondition,
+                "(ForbiddenByFirewall: Client address is not authorized and caller is not a trusted service. Client address: 203.0.113.7): the vault's firewall does not allow this node's address",
+            ),
+        ),
+        (
+            "403 ForbiddenByRbac (no role assignment)",
+            Fault::keyvault_error("forbidden-by-rbac"),
+            Expect::Fails(
+                Code::PermissionDenied,
+                "the identity lacks the secrets get permission",
+            ),
+        ),
+        (
             "400 with an unknown error body",
             Fault::status(400).with_body(r#"{"error":{"code":"BadParameter","message":"odd"}}"#),
             Expect::Fails(Code::Internal, "sent an unexpected response for secret/"),
@@ -244,6 +274,84 @@ async fn key_vault_faults() {
     assert!(env.serving().await);
 }
 
+/// `optional: true` skips an object only when Key Vault says definitely that it does not exist
+/// or is disabled: a vault refusing the node's network, a missing role or a bare 404 from
+/// something in between fails the Mount instead of "succeeding" with no files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_objects_are_skipped_only_for_definite_codes() {
+    let env = Env::start(&[]).await;
+    env.secret("healthy", "healthy-value-0003");
+    let optional = |name: &str| format!("objectName: {name}\nobjectType: secret\noptional: true");
+    let cases: Vec<(&str, Fault, Code)> = vec![
+        (
+            "optional, 403 ForbiddenByConnection",
+            Fault::keyvault_error("forbidden-by-connection"),
+            Code::FailedPrecondition,
+        ),
+        (
+            "optional, 403 ForbiddenByFirewall",
+            Fault::keyvault_error("forbidden-by-firewall"),
+            Code::FailedPrecondition,
+        ),
+        (
+            "optional, 403 ForbiddenByRbac",
+            Fault::keyvault_error("forbidden-by-rbac"),
+            Code::PermissionDenied,
+        ),
+        (
+            "optional, 404 without Key Vault's code",
+            Fault::status(404).with_body("not found"),
+            Code::NotFound,
+        ),
+    ];
+    for (i, (case, fault, code)) in cases.into_iter().enumerate() {
+        let name = format!("opt-{i}");
+        env.secret(&name, &format!("optional-value-{i}-0001"));
+        env.fake.inject("kv1", &name, fault);
+        let outcome = env.mount_sp(&[&object("healthy"), &optional(&name)]).await;
+        row(case, &outcome);
+        let status = outcome.expect_err(case);
+        assert_eq!(status.code(), code, "{case}: {status:?}");
+    }
+    // A definite not-found (Key Vault's SecretNotFound) is still skipped.
+    let outcome = env
+        .mount_sp(&[&object("healthy"), &optional("never-created")])
+        .await
+        .expect("a missing optional object is skipped");
+    assert_eq!(
+        files(&outcome),
+        vec![("healthy".to_owned(), b"healthy-value-0003".to_vec())]
+    );
+    let metrics = metrics_text(&env).await;
+    assert!(
+        metrics.contains(r#"akv_optional_objects_skipped_total{reason="not_found"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("keyvault_request_count")
+                && l.contains(r#"object_name="opt-0""#)
+                && l.contains(r#"error="network_denied""#)),
+        "{metrics}"
+    );
+}
+
+/// `akv_token_requests_total{mode="service_principal"}` with outcome `rejected` and `unavailable`.
+fn token_outcomes(metrics: &str) -> [f64; 2] {
+    ["rejected", "unavailable"].map(|outcome| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("akv_token_requests_total{")
+                    && l.contains(r#"mode="service_principal""#)
+                    && l.contains(&format!(r#"outcome="{outcome}""#))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_service_faults() {
     let env = Env::start(&[]).await;
@@ -314,8 +422,20 @@ async fn token_service_faults() {
         env.fake.grant("kv1", &id, &["get"]);
         env.fake.inject_service(Service::Authority, fault);
         let params = env.params(&[&object("healthy")], &[]);
+        let counted = token_outcomes(&metrics_text(&env).await);
         let outcome = env.mount(&params, &sp_secrets_for(&id, &secret)).await;
         check(case, &outcome, expect);
+        // The metric's outcome and the gRPC code come from one classification.
+        let now = token_outcomes(&metrics_text(&env).await);
+        if let Err(status) = &outcome {
+            let label = usize::from(status.code() == Code::Unavailable);
+            let grew = |i: usize| now[i] - counted[i] > 0.5;
+            assert!(
+                grew(label) && !grew(1 - label),
+                "{case}: {:?} but token requests rejected/unavailable went {counted:?} -> {now:?}",
+                status.code()
+            );
+        }
         env.fake.clear_faults();
         let before = env.fake.count(|r| r.service == Service::Authority);
         let next = env.mount(&params, &sp_secrets_for(&id, &secret)).await;
@@ -379,10 +499,10 @@ async fn identity_endpoint_faults() {
                 ("csi.storage.k8s.io/pod.name", format!("pod-{index}")),
             ],
         );
-        let outcome = env.mount(&params, "{}").await;
+        let outcome = env.mount(&params, NO_SECRET_REF).await;
         check(case, &outcome, expect);
         env.fake.clear_faults();
-        let next = env.mount(&params, "{}").await;
+        let next = env.mount(&params, NO_SECRET_REF).await;
         assert!(next.is_ok(), "{case}: the next good mount failed: {next:?}");
     }
     assert!(env.serving().await);
@@ -399,14 +519,16 @@ async fn tls_and_connection_failures() {
     // Key Vault presents a certificate from an unknown CA (token over plain-HTTP IMDS).
     env.fake.set_untrusted_certificate(true);
     let params = env.params(&[&object("healthy")], &mi);
-    let outcome = env.mount(&params, "{}").await;
+    let outcome = env.mount(&params, NO_SECRET_REF).await;
     check(
         "Key Vault certificate not signed by a trusted CA",
         &outcome,
         Expect::Fails(Code::Unavailable, "certificate"),
     );
     env.fake.set_untrusted_certificate(false);
-    env.mount(&params, "{}").await.expect("next good mount");
+    env.mount(&params, NO_SECRET_REF)
+        .await
+        .expect("next good mount");
 
     // The token authority presents it (no connection to it is pooled yet).
     env.fake.set_untrusted_certificate(true);
@@ -432,13 +554,13 @@ async fn tls_and_connection_failures() {
     let mut params = env.params(&[&object("healthy")], &mi);
     params.retain(|(k, _)| *k != "cloudEnvFileName");
     params.push(("cloudEnvFileName", dead_file.display().to_string()));
-    let outcome = env.mount(&params, "{}").await;
+    let outcome = env.mount(&params, NO_SECRET_REF).await;
     check(
         "Key Vault connection refused",
         &outcome,
         Expect::Fails(Code::Unavailable, "is unavailable"),
     );
-    env.mount(&env.params(&[&object("healthy")], &mi), "{}")
+    env.mount(&env.params(&[&object("healthy")], &mi), NO_SECRET_REF)
         .await
         .expect("next good mount");
     assert!(env.serving().await);

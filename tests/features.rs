@@ -361,7 +361,9 @@ async fn bulk_entries_mount_every_enabled_secret_by_prefix_or_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_entries_have_a_hard_cap_and_need_the_list_permission() {
-    let env = CheckedEnv::start(&[]).await;
+    // Every Mount lists the vault again: with the default --listing-window (5s) a revoked list
+    // permission would apply once the shared listing expires.
+    let env = CheckedEnv::start(&["--listing-window=0s"]).await;
     for i in 0..101 {
         env.fake
             .set_secret("kv1", &format!("many-{i:03}"), "v", SecretOpts::default());

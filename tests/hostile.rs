@@ -201,6 +201,49 @@ async fn traversal_and_odd_file_names_are_invalid_argument() {
     assert_eq!(ok.files[0].path, "conf.d/app..v1/.hidden");
 }
 
+/// A 300,000-character `objectNamePrefix` (and tag value): the status message and every log line
+/// stay short; the value shows cut (`text::quote`: 100 characters and the length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_user_values_make_short_messages_and_log_lines() {
+    let env = Env::start(&["--log-format-json"]).await;
+    let prefix = "p".repeat(300_000);
+    for object in [
+        format!("objectNamePrefix: {prefix}\nobjectType: secret"),
+        format!(
+            "objectNamePrefix: \"{prefix}\\n\"\nobjectTags:\n  team: {prefix}\nobjectType: secret"
+        ),
+    ] {
+        let status = env.mount_sp(&[&object]).await.expect_err("invalid");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{}",
+            &status.message()[..200]
+        );
+        assert!(
+            status.message().len() < 1024,
+            "{} bytes",
+            status.message().len()
+        );
+        assert!(
+            status
+                .message()
+                .contains(&format!("{}…(300000 characters)", "p".repeat(100))),
+            "{}",
+            status.message()
+        );
+    }
+    let logs = env.provider.logs();
+    let longest = logs.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+    assert_eq!(
+        logs.lines().filter(|l| l.contains("mount failed")).count(),
+        2,
+        "{}",
+        &logs[..logs.len().min(2000)]
+    );
+}
+
 /// SPC parameters to override.
 type Params = Vec<(&'static str, String)>;
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::{
-    fake_azure::{FakeAzure, Fault, SecretOpts, Service},
+    fake_azure::{FakeAzure, Fault, Recorded, SecretOpts, Service},
     provider::{NO_SECRET_REF, Provider, mount_request, objects_yaml, tokens_attribute},
 };
 use tonic::Code;
@@ -99,6 +99,139 @@ async fn rotations_reuse_one_token_and_pinned_values_cost_nothing() {
         .expect("mount")
         .into_inner();
     assert_eq!(resp.files[1].contents, b"rotated-value");
+}
+
+/// A token Key Vault answers 401 to is evicted from the token cache: the SDK's challenge retry
+/// gets a fresh token and the same Mount succeeds (before, the cache handed back the rejected
+/// token to every Mount until it nearly expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_key_vault_rejects_is_evicted_and_replaced_at_once() {
+    let (fake, provider, cloud) = start(&[]).await;
+    fake.set_secret("kv1", "db", "db-value-0001", SecretOpts::default());
+    let objects = vec!["objectName: db\nobjectType: secret".to_owned()];
+    let mut client = provider.client().await;
+    client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("first mount");
+    assert_eq!(token_requests(&fake), 1);
+    // Key Vault no longer accepts the token the provider holds (still valid for an hour by
+    // its expiry): it answers 401 with a challenge.
+    fake.expire_all_tokens();
+    fake.clear_requests();
+    let resp = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("the Mount after the 401 gets a fresh token and succeeds")
+        .into_inner();
+    assert_eq!(resp.files[0].contents, b"db-value-0001");
+    assert_eq!(
+        token_requests(&fake),
+        1,
+        "one fresh token: {:?}",
+        fake.requests()
+    );
+    assert_eq!(
+        fake.count(|r| r.is_vault("kv1") && r.status == 401),
+        1,
+        "one rejected request: {:?}",
+        fake.requests()
+    );
+    // And the fresh token is the cached one now: the next Mount asks for none.
+    client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("third mount");
+    assert_eq!(token_requests(&fake), 1);
+}
+
+/// The first Mount against a vault learns Key Vault's challenge with one request, then fans
+/// out: one 401 for 20 objects, not one per object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_mount_draws_one_challenge_for_twenty_objects() {
+    let (fake, provider, cloud) = start(&[]).await;
+    let objects: Vec<String> = (0..20)
+        .map(|i| {
+            fake.set_secret(
+                "kv1",
+                &format!("s{i}"),
+                &format!("value-{i}-0001"),
+                SecretOpts::default(),
+            );
+            format!("objectName: s{i}\nobjectType: secret")
+        })
+        .collect();
+    let resp = provider
+        .client()
+        .await
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("mount")
+        .into_inner();
+    assert_eq!(resp.files.len(), 20);
+    assert_eq!(
+        fake.count(|r| r.is_vault("kv1") && r.status == 401),
+        1,
+        "{:?}",
+        fake.requests()
+    );
+    assert_eq!(fake.count(|r| r.is_vault("kv1") && r.status == 200), 20);
+    assert_eq!(token_requests(&fake), 1);
+}
+
+/// `objectNamePrefix` lists the vault with Key Vault's largest page (`maxresults=25`); a
+/// failed page is retried on its own (the pages before it are not read again); and the Mounts
+/// within `--listing-window` share one listing per vault and identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_listings_use_the_largest_page_resume_on_a_retry_and_are_shared() {
+    // A window no test run outlasts: what is checked is the sharing, not the clock.
+    let (fake, provider, cloud) = start(&["--listing-window=1h"]).await;
+    for i in 0..60 {
+        fake.set_secret(
+            "kv1",
+            &format!("app-{i:02}"),
+            &format!("app-value-{i}"),
+            SecretOpts::default(),
+        );
+    }
+    let objects = vec!["objectNamePrefix: app-\nobjectType: secret\nobjectAlias: app".to_owned()];
+    let listing = |r: &Recorded| {
+        r.is_vault("kv1") && r.status != 401 && r.path.trim_end_matches('/') == "/secrets"
+    };
+    // 60 secrets are three pages; the second fails once with 503.
+    fake.inject("kv1", "", Fault::status(503).after(1).times(1));
+    let mut client = provider.client().await;
+    let resp = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("mount")
+        .into_inner();
+    assert_eq!(resp.files.len(), 60);
+    let lists: Vec<Recorded> = fake.requests().into_iter().filter(listing).collect();
+    assert!(
+        lists
+            .iter()
+            .all(|r| r.query_param("maxresults").as_deref() == Some("25")),
+        "{lists:?}"
+    );
+    assert_eq!(
+        lists
+            .iter()
+            .filter(|r| r.query_param("$skiptoken").is_none())
+            .count(),
+        1,
+        "the first page is read once: {lists:?}"
+    );
+    assert_eq!(lists.len(), 4, "pages 1, 2 (503), 2 again, 3: {lists:?}");
+    // Another Mount of the same identity (a rotation, another pod): no listing.
+    fake.clear_requests();
+    let resp = client
+        .mount(mount_request(&params(&cloud, &objects), &sp()))
+        .await
+        .expect("second mount")
+        .into_inner();
+    assert_eq!(resp.files.len(), 60);
+    assert_eq!(fake.count(listing), 0, "{:?}", fake.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

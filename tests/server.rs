@@ -71,6 +71,73 @@ fn invalid_cloud_name_exits_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("AzureGermanCloud"));
 }
 
+/// Runs the binary to its exit; a process still running after a minute (serving instead of
+/// failing) is killed and reported.
+fn run_to_exit(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    for _ in 0..600 {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().expect("kill");
+    let out = child.wait_with_output().expect("output");
+    panic!(
+        "still running after a minute instead of failing at start; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Another process on the health or metrics port (e.g. the Go provider with `hostNetwork`):
+/// exit 1 at start with one log line naming the port and the flag, and no socket was created
+/// (the driver never saw a provider that kubelet's liveness probe would keep restarting).
+#[test]
+fn an_occupied_admin_port_fails_the_start() {
+    let occupied = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = occupied.local_addr().expect("addr").port();
+    for (flag, other) in [
+        ("--healthz-port", "--prometheus-port"),
+        ("--prometheus-port", "--healthz-port"),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("azure.sock");
+        let out = run_to_exit(binary().args([
+            format!("--endpoint=unix://{}", socket.display()),
+            format!("{flag}={port}"),
+            format!("{other}={}", free_port()),
+        ]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{flag}: one error line: {stderr}");
+        assert!(
+            errors[0].contains(&format!(":{port}")) && errors[0].contains(flag),
+            "{flag}: the line names the port and the flag: {}",
+            errors[0]
+        );
+        assert!(
+            !stderr.contains("provider listening"),
+            "{flag}: never announced: {stderr}"
+        );
+        assert!(!socket.exists(), "{flag}: no socket was created");
+    }
+    drop(occupied);
+}
+
 #[test]
 fn unknown_flag_is_a_usage_error() {
     let out = binary().arg("--no-such-flag").output().expect("run");

@@ -25,13 +25,18 @@ use tonic_health::pb::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
-    /// A port could not be bound (in use, or not allowed).
-    #[error("cannot listen on {addr} for {what}: {reason}")]
+    /// A port could not be bound: in use (another provider on the node with `hostNetwork`, e.g.
+    /// the Go provider on the same ports) or not allowed.
+    #[error(
+        "cannot listen on {addr} for {what}: {reason}; choose a free port with {flag} (the Helm chart's linux.healthzPort / metricsAddr)"
+    )]
     Bind {
         /// Address.
         addr: SocketAddr,
         /// `/metrics` or the health probe.
         what: &'static str,
+        /// The flag that sets the port.
+        flag: &'static str,
         /// What went wrong.
         reason: String,
     },
@@ -169,22 +174,38 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
 async fn listen(
     addr: SocketAddr,
     what: &'static str,
+    flag: &'static str,
 ) -> Result<tokio::net::TcpListener, AdminError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| AdminError::Bind {
             addr,
             what,
+            flag,
             reason: e.to_string(),
         })
 }
 
-/// Binds the admin ports and serves them until `stop` is cancelled.
-pub async fn serve(
-    config: AdminConfig,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) -> Result<(), AdminError> {
+/// The admin ports, bound and not yet served: binding happens before the provider announces
+/// itself (socket, "provider listening"), so a port in use fails the start instead of showing
+/// up at SIGTERM while kubelet's liveness probe restarts the pod.
+pub struct Bound {
+    servers: Vec<(tokio::net::TcpListener, Router)>,
+}
+
+impl fmt::Debug for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<_> = self
+            .servers
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect();
+        f.debug_struct("Bound").field("addrs", &addrs).finish()
+    }
+}
+
+/// Binds the admin ports (health probe and `/metrics`; one listener when the ports are equal).
+pub async fn bind(config: AdminConfig, metrics: Arc<Metrics>) -> Result<Bound, AdminError> {
     if !config.healthz_path.starts_with('/') {
         return Err(AdminError::Path(config.healthz_path));
     }
@@ -200,6 +221,7 @@ pub async fn serve(
         let listener = listen(
             SocketAddr::from((any, config.healthz_port)),
             "/metrics and the health probe",
+            "--healthz-port and --prometheus-port",
         )
         .await?;
         servers.push((listener, health.merge(metrics_router).with_state(state)));
@@ -207,28 +229,41 @@ pub async fn serve(
         let listener = listen(
             SocketAddr::from((any, config.healthz_port)),
             "the health probe",
+            "--healthz-port",
         )
         .await?;
         servers.push((listener, health.with_state(state.clone())));
-        let listener = listen(SocketAddr::from((any, config.prometheus_port)), "/metrics").await?;
+        let listener = listen(
+            SocketAddr::from((any, config.prometheus_port)),
+            "/metrics",
+            "--prometheus-port",
+        )
+        .await?;
         servers.push((listener, metrics_router.with_state(state)));
     }
-    let tasks: Vec<_> = servers
-        .into_iter()
-        .map(|(listener, router)| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::warn!(error = %e, "admin endpoint stopped");
-                }
+    Ok(Bound { servers })
+}
+
+impl Bound {
+    /// Serves the bound ports until `stop` is cancelled.
+    pub async fn serve(self, stop: CancellationToken) {
+        let tasks: Vec<_> = self
+            .servers
+            .into_iter()
+            .map(|(listener, router)| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "admin endpoint stopped");
+                    }
+                })
             })
-        })
-        .collect();
-    for task in tasks {
-        let _ = task.await;
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
     }
-    Ok(())
 }

@@ -177,6 +177,10 @@ pub struct Config {
     #[arg(long, default_value = "0s", value_parser = duration_arg)]
     pub latest_cache_window: Duration,
 
+    /// How long one listing of a vault serves the objectNamePrefix/objectTags entries of other Mounts of the same identity (Go duration; 0 = list on every Mount).
+    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    pub listing_window: Duration,
+
     /// Most MiB of secret values kept in the caches.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cache_max_mib: u32,

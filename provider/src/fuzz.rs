@@ -166,7 +166,11 @@ fn check_plan(request: &MountRequest, secrets: &[String]) {
         Err(e) => {
             let message = to_status(&e).message().to_owned();
             check_message(&message);
-            message
+            // The error itself, not only the capped status: its Display is what ends up in
+            // logs and in the agent's messages, and every user value in it is quoted (cut).
+            let display = e.to_string();
+            check_message(&display);
+            format!("{message} {display}")
         }
     };
     for secret in secrets {
@@ -317,7 +321,9 @@ pub fn cloud_env(data: &[u8]) {
 /// The status message a conversion error becomes, checked: a kind, bounded, printable.
 fn check_convert_error(error: ConvertError) -> String {
     assert!(!error.kind().is_empty());
-    let message = to_status(&MountError::Convert(error)).message().to_owned();
+    let error = MountError::Convert(error);
+    check_message(&error.to_string());
+    let message = to_status(&error).message().to_owned();
     check_message(&message);
     message
 }

@@ -10,6 +10,10 @@
 pub mod admin;
 pub mod agent;
 pub mod auth;
+// The build script's commit rules, tested here (build.rs has no test harness).
+#[cfg(test)]
+#[path = "../build_info.rs"]
+mod build_info;
 pub mod cli;
 pub mod cloud;
 pub mod convert;

@@ -70,7 +70,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if !config.metrics_backend.eq_ignore_ascii_case("prometheus") {
         anyhow::bail!(
             "--metrics-backend \"{}\" is not supported: only Prometheus",
-            config.metrics_backend
+            akv_csi_provider::text::quote(&config.metrics_backend)
         );
     }
     if config.enable_pprof {
@@ -84,7 +84,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
             format!(
                 "--pod-identity-endpoint \"{}\"",
-                config.pod_identity_endpoint
+                akv_csi_provider::text::quote(&config.pod_identity_endpoint)
             )
         })?;
     let token_proxy = TokenProxyTransport::new(&TokenProxyConfig {
@@ -99,9 +99,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let credentials =
         CredentialFactory::new(transport.clone(), pod_identity_endpoint, metrics.clone())
             .with_token_proxy(token_proxy);
+    let tokens = credentials.token_cache();
     let mounter = Mounter::new(
         credentials,
-        Arc::new(SdkConnector::new(transport)),
+        Arc::new(SdkConnector::new(transport, tokens)),
         MounterConfig {
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
             max_reply_bytes: usize::try_from(config.max_call_recv_msg_size).unwrap_or(usize::MAX),
@@ -113,6 +114,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             cache: ReadCacheConfig {
                 pinned_ttl: config.pinned_cache_ttl,
                 latest_window: config.latest_cache_window,
+                listing_window: config.listing_window,
                 max_bytes: u64::from(config.cache_max_mib) * 1024 * 1024,
             },
             construct_pem_chain: config.construct_pem_chain,
@@ -127,14 +129,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let path = server::socket_path(&config.endpoint)?;
+    // The admin ports first: a port in use fails the start (exit 1) before the socket exists,
+    // so the driver never sees a provider that kubelet's probe will keep restarting.
+    let admin = admin::bind(admin_config(&config, &path), metrics).await?;
     let listener = server::bind(&path)?;
 
     let stop = CancellationToken::new();
-    let admin = tokio::spawn(admin::serve(
-        admin_config(&config, &path),
-        metrics,
-        stop.clone(),
-    ));
+    let admin = tokio::spawn(admin.serve(stop.clone()));
     tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -159,9 +160,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     stop.cancel();
-    let admin_result = admin.await.context("admin endpoints task")?;
+    admin.await.context("admin endpoints task")?;
     served?;
-    admin_result?;
     tracing::info!("provider stopped; socket removed");
     Ok(())
 }

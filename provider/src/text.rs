@@ -1,5 +1,30 @@
 //! Text that came from outside (Key Vault responses, parser messages quoting input) made safe to
 //! put in an error message, a gRPC status or a log line.
+//!
+//! [`quote`] is the one function for a user-supplied value shown in an error or a log line:
+//! every error `Display` and every log field built from such a value goes through it, so no
+//! value, however long or hostile, makes a long or forged line.
+
+/// Most characters of a user-supplied value repeated in an error message or a log line.
+pub const MAX_QUOTED_CHARS: usize = 100;
+
+/// A user-supplied value for an error message or a log line: escaped like Rust's
+/// `escape_debug` (no raw newline, quote, backslash or terminal escape reaches a log line) and
+/// cut to [`MAX_QUOTED_CHARS`] characters, followed by `…(N characters)` when cut, so a hostile
+/// 1 MiB name cannot make a 1 MiB message. The caller puts the quotes around it.
+pub fn quote(value: &str) -> String {
+    let out: String = value
+        .chars()
+        .take(MAX_QUOTED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    let count = value.chars().count();
+    if count > MAX_QUOTED_CHARS {
+        format!("{out}…({count} characters)")
+    } else {
+        out
+    }
+}
 
 /// `text` cut to `max_chars` characters, with every control character (newline, escape, NUL...)
 /// written as a `\u{..}` escape: one printable line that cannot forge log lines or move a
@@ -18,7 +43,18 @@ pub fn printable(text: &str, max_chars: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{MAX_QUOTED_CHARS, printable, quote};
+
+    #[test]
+    fn quote_escapes_and_cuts_with_the_length() {
+        assert_eq!(quote("db-pass"), "db-pass");
+        assert_eq!(quote("a\"b\n\u{1b}[31m"), "a\\\"b\\n\\u{1b}[31m");
+        let long = "x".repeat(300_000);
+        assert_eq!(
+            quote(&long),
+            format!("{}…(300000 characters)", "x".repeat(MAX_QUOTED_CHARS))
+        );
+    }
 
     #[test]
     fn escapes_control_characters_and_cuts() {

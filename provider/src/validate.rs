@@ -129,7 +129,7 @@ pub fn check(spc: &SpcManifest) -> Vec<Problem> {
                     path: path.clone(),
                     message: format!(
                         "\"{}\" is not a file this SecretProviderClass writes ({}): use the objectAlias (or objectName) of an object, or a jsonKeys alias",
-                        name.escape_debug(),
+                        crate::text::quote(name),
                         files.join(", ")
                     ),
                 });

@@ -157,6 +157,9 @@ pub struct Fault {
     pub delay: Option<Duration>,
     /// Damage applied to the answer (the fault's own, or the normal one when `status` is 0).
     pub mangle: Option<Mangle>,
+    /// Matching requests answered normally before the fault starts (e.g. 1: the second page
+    /// of a listing fails, not the first).
+    pub skip: u32,
 }
 
 /// How a [`Fault`] damages an answer on its way out.
@@ -183,6 +186,7 @@ impl Fault {
             times: None,
             delay: None,
             mangle: None,
+            skip: 0,
         }
     }
 
@@ -213,6 +217,15 @@ impl Fault {
             )
     }
 
+    /// A 403 with one of Key Vault's error bodies from `tests/fixtures/keyvault-errors/` (`name`
+    /// without `.json`, e.g. `forbidden-by-connection`), byte for byte as Key Vault sends it.
+    /// The Go stand-in (`e2e/internal/kvemu`) serves the same files.
+    pub fn keyvault_error(name: &str) -> Self {
+        Self::status(403)
+            .with_body(&keyvault_error_body(name))
+            .with_header("Content-Type", JSON)
+    }
+
     /// A fault that answers normally, but only after `delay`.
     pub fn slow(delay: Duration) -> Self {
         Self::status(0).delay(delay)
@@ -236,6 +249,13 @@ impl Fault {
     #[must_use]
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
+        self
+    }
+
+    /// Lets the first `n` matching requests through before the fault applies.
+    #[must_use]
+    pub fn after(mut self, n: u32) -> Self {
+        self.skip = n;
         self
     }
 
@@ -979,6 +999,10 @@ impl State {
             .iter()
             .position(|f| f.vault == vault && (f.secret == "*" || f.secret == secret))?;
         let active = &mut self.faults[index];
+        if active.fault.skip > 0 {
+            active.fault.skip -= 1;
+            return None;
+        }
         let fault = active.fault.clone();
         if let Some(times) = &mut active.fault.times {
             *times -= 1;
@@ -1640,6 +1664,17 @@ fn nmi(st: &mut State, req: &Req) -> (Option<String>, Reply) {
 
 // ---------------------------------------------------------------------------
 // Key Vault
+
+/// The body of `tests/fixtures/keyvault-errors/<name>.json`, without the final newline.
+pub fn keyvault_error_body(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/keyvault-errors")
+        .join(format!("{name}.json"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim_end()
+        .to_owned()
+}
 
 fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Reply {
     let mut error = json!({"code": code, "message": message});

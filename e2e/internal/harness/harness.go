@@ -219,6 +219,9 @@ func (e *Env) ProviderArgs() []string {
 		"--resolve=*." + VaultDNSSuffix + "=127.0.0.1",
 		"--resolve=" + AuthorityHost + "=127.0.0.1",
 		"-v=5", // every detail the provider logs goes through the leak scan (main_test.go)
+		// The tests seed secrets and mount at once, one after the other: a listing shared for
+		// the default 5s would hide secrets a test has just created.
+		"--listing-window=0s",
 	}
 }
 

@@ -117,6 +117,8 @@ type vault struct {
 	secrets map[string]*object
 	keys    map[string]*object
 	certs   map[string]*object
+	// networkDenial, when set, is the 403 body answered after authentication (DenyNetwork).
+	networkDenial []byte
 }
 
 type object struct {
@@ -237,6 +239,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.clientID = clientID
+	s.mu.Lock()
+	denial := v.networkDenial
+	s.mu.Unlock()
+	if denial != nil {
+		// Key Vault checks the network after authenticating (the firewall's message names the caller).
+		c.raw(403, denial)
+		return
+	}
 
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	if len(parts) == 1 && parts[0] == "secrets" && r.Method == http.MethodGet {

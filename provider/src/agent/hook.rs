@@ -27,7 +27,7 @@ pub fn parse_signal(name: &str) -> Result<Signal, String> {
     Signal::from_str(&full).map_err(|_| {
         format!(
             "\"{}\" is not a signal name (examples: HUP, USR1, TERM)",
-            name.escape_debug()
+            crate::text::quote(name)
         )
     })
 }

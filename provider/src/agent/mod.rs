@@ -321,9 +321,10 @@ impl Agent {
         let nmi = url::Url::parse("http://127.0.0.1:2579")
             .map_err(|e| AgentError::Setup(e.to_string()))?;
         let credentials = CredentialFactory::new(transport.clone(), nmi, metrics.clone());
+        let tokens = credentials.token_cache();
         let mounter = Mounter::new(
             credentials,
-            Arc::new(SdkConnector::new(transport)),
+            Arc::new(SdkConnector::new(transport, tokens)),
             MounterConfig {
                 max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
                 max_reply_bytes: MAX_SYNC_BYTES,
@@ -336,6 +337,7 @@ impl Agent {
                 cache: ReadCacheConfig {
                     pinned_ttl: Duration::ZERO,
                     latest_window: Duration::ZERO,
+                    listing_window: Duration::ZERO,
                     max_bytes: 1,
                 },
                 construct_pem_chain: config.construct_pem_chain,
@@ -564,7 +566,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         None
     } else {
         let health = agent.health();
-        Some(tokio::spawn(admin::serve(
+        // Bound before the first sync: a port in use fails the start, not the shutdown.
+        let bound = admin::bind(
             AdminConfig {
                 bind: config.admin_address,
                 healthz_port: config.healthz_port,
@@ -573,17 +576,15 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                 health: HealthCheck::Report(Arc::new(move || health.report())),
             },
             agent.metrics(),
-            stop.clone(),
-        )))
+        )
+        .await
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        Some(tokio::spawn(bound.serve(stop.clone())))
     };
     agent.run_loop(stop.clone(), wake).await;
     stop.cancel();
     if let Some(admin) = admin {
-        match admin.await {
-            Ok(Err(e)) => return Err(AgentError::Setup(e.to_string())),
-            Err(e) => return Err(AgentError::Setup(e.to_string())),
-            Ok(Ok(())) => {}
-        }
+        admin.await.map_err(|e| AgentError::Setup(e.to_string()))?;
     }
     tracing::info!("agent stopped");
     Ok(())

@@ -181,7 +181,7 @@ pub fn build(
             {
                 return Err(AgentError::Config(format!(
                     "clientID \"{}\" selects workload identity: give the agent the federated token with --federated-token-file (or AZURE_FEDERATED_TOKEN_FILE)",
-                    param("clientID").escape_debug()
+                    crate::text::quote(param("clientID"))
                 )));
             }
         }

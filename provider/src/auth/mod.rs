@@ -305,9 +305,13 @@ impl ClientAssertion for ServiceAccountAssertion {
     }
 }
 
-/// Counts token requests by identity mode and outcome.
+/// Makes a new SDK credential for one identity.
+type BuildCredential = Arc<dyn Fn() -> azure_core::Result<Arc<dyn TokenCredential>> + Send + Sync>;
+
+/// Makes the token requests of one identity, each with a new SDK credential (see
+/// [`CredentialFactory::credential`]), and counts them by identity mode and outcome.
 struct MeteredCredential {
-    inner: Arc<dyn TokenCredential>,
+    build: BuildCredential,
     mode: &'static str,
     metrics: Arc<Metrics>,
 }
@@ -327,7 +331,10 @@ impl TokenCredential for MeteredCredential {
         scopes: &[&str],
         options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
     ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        let mut result = self.inner.get_token(scopes, options).await;
+        let mut result = match (self.build)() {
+            Ok(inner) => inner.get_token(scopes, options).await,
+            Err(e) => Err(e),
+        };
         if result
             .as_ref()
             .is_ok_and(|t| t.token.secret().trim().is_empty())
@@ -344,13 +351,10 @@ impl TokenCredential for MeteredCredential {
                 "the token service answered without an access_token",
             ));
         }
+        // The same classification as the Mount's error, so the label and the gRPC code agree.
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(e) => match crate::transport::http_cause(e) {
-                (Some(s), _) if s == 429 || s >= 500 => "unavailable",
-                (None, true) => "unavailable",
-                _ => "rejected",
-            },
+            Err(e) => crate::keyvault::TokenFailure::of(e).outcome(),
         };
         self.metrics.token_request(self.mode, outcome);
         result
@@ -391,6 +395,12 @@ impl CredentialFactory {
         self
     }
 
+    /// The token cache behind every credential of this factory (the Key Vault clients evict a
+    /// token Key Vault rejects).
+    pub fn token_cache(&self) -> Arc<TokenCache> {
+        self.tokens.clone()
+    }
+
     fn client_options(&self, cloud: &CloudEnvironment) -> ClientOptions {
         let mut custom = CustomConfiguration::default();
         cloud
@@ -408,16 +418,45 @@ impl CredentialFactory {
     }
 
     /// A credential for `identity` in `cloud`.
+    ///
+    /// Its tokens come from the shared [`TokenCache`]; on a miss a new SDK credential makes the
+    /// token request. The SDK's credentials keep their own token caches, which cannot be told
+    /// that Key Vault rejected a token: a credential kept inside a reused Key Vault client would
+    /// hand the rejected token back after our cache evicted it.
     pub fn credential(
         &self,
         identity: &Identity,
         cloud: &CloudEnvironment,
     ) -> Result<Arc<dyn TokenCredential>, AuthError> {
         let mode = identity.mode();
-        let build = |e: azure_core::Error| AuthError::Build {
-            mode,
-            reason: e.to_string(),
+        // Built once now so that a bad identity fails here, with its mode.
+        self.sdk_credential(identity, cloud)
+            .map_err(|e| AuthError::Build {
+                mode,
+                reason: e.to_string(),
+            })?;
+        let build: BuildCredential = {
+            let (factory, identity, cloud) = (self.clone(), identity.clone(), cloud.clone());
+            Arc::new(move || factory.sdk_credential(&identity, &cloud))
         };
+        let metered = Arc::new(MeteredCredential {
+            build,
+            mode,
+            metrics: self.metrics.clone(),
+        });
+        Ok(Arc::new(CachedCredential::new(
+            metered,
+            identity.key(cloud),
+            self.tokens.clone(),
+        )))
+    }
+
+    /// A new SDK credential for `identity` (no token request yet).
+    fn sdk_credential(
+        &self,
+        identity: &Identity,
+        cloud: &CloudEnvironment,
+    ) -> azure_core::Result<Arc<dyn TokenCredential>> {
         let credential: Arc<dyn TokenCredential> = match identity {
             Identity::WorkloadIdentity {
                 tenant_id,
@@ -430,16 +469,17 @@ impl CredentialFactory {
                 Some(ClientAssertionCredentialOptions {
                     client_options: self.client_options(cloud),
                 }),
-            )
-            .map_err(build)?,
+            )?,
             Identity::IdentityBinding {
                 tenant_id,
                 client_id,
                 token,
             } => {
-                let proxy = self.token_proxy.as_ref().ok_or(AuthError::Build {
-                    mode,
-                    reason: "this process has no token proxy for identity binding (the standalone agent has none: use workload identity)".into(),
+                let proxy = self.token_proxy.as_ref().ok_or_else(|| {
+                    azure_core::Error::with_message(
+                        azure_core::error::ErrorKind::Credential,
+                        "this process has no token proxy for identity binding (the standalone agent has none: use workload identity)",
+                    )
                 })?;
                 let mut client_options = self.client_options(cloud);
                 client_options.transport = Some(proxy.sdk_transport());
@@ -448,8 +488,7 @@ impl CredentialFactory {
                     client_id.clone(),
                     ServiceAccountAssertion(token.clone()),
                     Some(ClientAssertionCredentialOptions { client_options }),
-                )
-                .map_err(build)?
+                )?
             }
             Identity::ServicePrincipal {
                 tenant_id,
@@ -462,8 +501,7 @@ impl CredentialFactory {
                 Some(ClientSecretCredentialOptions {
                     client_options: self.client_options(cloud),
                 }),
-            )
-            .map_err(build)?,
+            )?,
             Identity::ManagedIdentity {
                 user_assigned_client_id,
             } => ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
@@ -471,8 +509,7 @@ impl CredentialFactory {
                     .clone()
                     .map(UserAssignedId::ClientId),
                 client_options: self.client_options(cloud),
-            }))
-            .map_err(build)?,
+            }))?,
             Identity::PodIdentity {
                 namespace,
                 pod_name,
@@ -483,15 +520,6 @@ impl CredentialFactory {
                 pod_name.clone(),
             )),
         };
-        let metered = Arc::new(MeteredCredential {
-            inner: credential,
-            mode,
-            metrics: self.metrics.clone(),
-        });
-        Ok(Arc::new(CachedCredential::new(
-            metered,
-            identity.key(cloud),
-            self.tokens.clone(),
-        )))
+        Ok(credential)
     }
 }

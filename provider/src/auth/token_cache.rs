@@ -95,6 +95,23 @@ impl TokenCache {
     }
 }
 
+impl TokenCache {
+    /// Evicts the token of `key` whose secret is `token`, for every scope: Key Vault answered
+    /// 401 to it. A token cached since (another Mount already got a fresh one) stays.
+    pub async fn reject(&self, key: &IdentityKey, token: &str) {
+        let rejected: Vec<Key> = self
+            .tokens
+            .iter()
+            .filter(|(k, v)| k.0 == *key && v.token.secret() == token)
+            .map(|(k, _)| Key::clone(&k))
+            .collect();
+        for k in rejected {
+            self.tokens.invalidate(&k).await;
+            self.metrics.cache_lookup("token", "evicted");
+        }
+    }
+}
+
 /// A credential whose tokens come from the shared [`TokenCache`].
 pub struct CachedCredential {
     inner: Arc<dyn TokenCredential>,

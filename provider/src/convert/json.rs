@@ -40,14 +40,14 @@ fn lookup(document: &Value, key: &JsonKey, object: &str) -> Result<SecretBytes, 
             let at = if depth == 0 {
                 "the value".to_owned()
             } else {
-                format!("\"{}\"", key.path[..depth].join(".").escape_debug())
+                format!("\"{}\"", crate::text::quote(&key.path[..depth].join(".")))
             };
             let reason = match current {
-                Value::Object(_) => format!("{at} has no key \"{}\"", element.escape_debug()),
+                Value::Object(_) => format!("{at} has no key \"{}\"", crate::text::quote(element)),
                 Value::Array(items) => format!(
                     "{at} is a list of {} items, which has no index \"{}\"",
                     items.len(),
-                    element.escape_debug()
+                    crate::text::quote(element)
                 ),
                 other => format!("{at} is {}, not an object or a list", kind(other)),
             };

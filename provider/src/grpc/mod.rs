@@ -182,7 +182,8 @@ impl CsiDriverProvider for ProviderService {
                     duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     outcome = error.kind(),
                     code = ?status.code(),
-                    error = %error,
+                    // The capped message the driver gets, not the whole error.
+                    error = %status.message(),
                     "mount failed"
                 );
                 Err(status)

@@ -24,9 +24,12 @@ fn code(error: &MountError) -> Code {
             KeyVaultError::Forbidden { .. }
             | KeyVaultError::Unauthorized { .. }
             | KeyVaultError::Authentication { .. } => Code::PermissionDenied,
-            KeyVaultError::Disabled { .. } | KeyVaultError::TooManySecrets { .. } => {
-                Code::FailedPrecondition
-            }
+            // A vault that refuses our network is a state of the vault's configuration, not a
+            // missing permission of the identity (PermissionDenied sends operators to RBAC) and
+            // not transient (Unavailable makes the driver retry at once for nothing).
+            KeyVaultError::Disabled { .. }
+            | KeyVaultError::TooManySecrets { .. }
+            | KeyVaultError::NetworkDenied { .. } => Code::FailedPrecondition,
             KeyVaultError::Throttled { .. }
             | KeyVaultError::Unavailable { .. }
             | KeyVaultError::AuthenticationUnavailable { .. } => Code::Unavailable,

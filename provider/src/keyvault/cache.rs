@@ -29,6 +29,8 @@ pub struct ReadCacheConfig {
     pub pinned_ttl: Duration,
     /// How long a latest-version read may be reused (0: always read; the default).
     pub latest_window: Duration,
+    /// How long a vault's secret listing is reused for bulk entries (0: list every time).
+    pub listing_window: Duration,
     /// Most bytes of values kept.
     pub max_bytes: u64,
 }
@@ -78,12 +80,21 @@ impl Drop for Waiter<'_> {
 
 /// The process-wide read cache.
 pub struct ReadCache {
+    /// Secret listings per vault and identity, for the listing window; concurrent
+    /// listings of one key share one.
+    listings: Option<Listings>,
     pinned: Option<Cache<ReadKey, FetchedSecret>>,
     latest: Option<Cache<ReadKey, FetchedSecret>>,
     in_flight: Mutex<HashMap<ReadKey, InFlight>>,
     next_id: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
+
+/// Secret listings by vault URL and identity.
+type Listings = Cache<(String, IdentityKey), Arc<Vec<SecretSummary>>>;
+
+/// Most listings kept (each at most 25,000 names and tags, kept a few seconds).
+const MAX_LISTINGS: u64 = 64;
 
 fn weigh(_: &ReadKey, value: &FetchedSecret) -> u32 {
     u32::try_from(value.value.len() + 128).unwrap_or(u32::MAX)
@@ -103,6 +114,12 @@ impl ReadCache {
     /// A cache with `config`.
     pub fn new(config: ReadCacheConfig, metrics: Arc<Metrics>) -> Self {
         Self {
+            listings: (!config.listing_window.is_zero()).then(|| {
+                Cache::builder()
+                    .max_capacity(MAX_LISTINGS)
+                    .time_to_live(config.listing_window)
+                    .build()
+            }),
             pinned: build(config.pinned_ttl, config.max_bytes),
             latest: build(config.latest_window, config.max_bytes),
             in_flight: Mutex::new(HashMap::new()),
@@ -246,8 +263,26 @@ impl Vault for CachedVault {
         self.inner.list_versions(kind, name).await
     }
 
+    /// Every bulk entry of every Mount within the listing window shares one listing of
+    /// the vault per identity (names and tags only; a listing is only served to the identity
+    /// Key Vault gave it to); a failed listing is not kept.
     async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
-        self.inner.list_secrets().await
+        let Some(listings) = &self.cache.listings else {
+            return self.inner.list_secrets().await;
+        };
+        let key = (self.vault_url.clone(), self.identity.clone());
+        let mut fetched = false;
+        let listing = listings
+            .try_get_with(key, async {
+                fetched = true;
+                self.inner.list_secrets().await.map(Arc::new)
+            })
+            .await
+            .map_err(|e| KeyVaultError::clone(&e))?;
+        self.cache
+            .metrics
+            .cache_lookup("listing", if fetched { "miss" } else { "hit" });
+        Ok(listing.as_ref().clone())
     }
 }
 
@@ -260,6 +295,7 @@ mod tests {
         let config = ReadCacheConfig {
             pinned_ttl: Duration::from_hours(1),
             latest_window,
+            listing_window: Duration::ZERO,
             max_bytes: 1 << 20,
         };
         (

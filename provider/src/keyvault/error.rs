@@ -20,6 +20,10 @@ pub enum KeyVaultError {
         vault: String,
         /// `secret/<name>[@version]`.
         object: String,
+        /// Key Vault said so with its own code (`SecretNotFound`, `KeyNotFound`,
+        /// `CertificateNotFound`); a bare 404 (a proxy, a wrong path) is not definite and never
+        /// lets an `optional` object be skipped.
+        definite: bool,
     },
     /// The identity authenticated but may not perform the operation.
     #[error(
@@ -48,6 +52,22 @@ pub enum KeyVaultError {
         vault: String,
         /// The object.
         object: String,
+    },
+    /// Key Vault refused the request because of where it came from, before looking at the
+    /// identity: public network access is disabled (`ForbiddenByConnection`: the node must reach
+    /// the vault through a private endpoint) or the vault's firewall does not list the node's
+    /// address (`ForbiddenByFirewall`). Granting roles does not help; retrying does not either.
+    #[error(
+        "Key Vault {vault} refused the request from this node's network ({code}: {detail}): {fix}",
+        fix = network_fix(code)
+    )]
+    NetworkDenied {
+        /// Vault name.
+        vault: String,
+        /// Key Vault's `innererror.code`: `ForbiddenByConnection` or `ForbiddenByFirewall`.
+        code: String,
+        /// Key Vault's own words (first line).
+        detail: String,
     },
     /// Key Vault rejected the token (wrong tenant, wrong audience, firewall on identity).
     #[error(
@@ -116,6 +136,7 @@ impl KeyVaultError {
             Self::NotFound { .. } => "not_found",
             Self::Forbidden { .. } => "forbidden",
             Self::Disabled { .. } => "disabled",
+            Self::NetworkDenied { .. } => "network_denied",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Authentication { .. } => "authentication_failed",
             Self::AuthenticationUnavailable { .. } => "token_service_unavailable",
@@ -126,6 +147,48 @@ impl KeyVaultError {
         }
     }
 }
+
+impl KeyVaultError {
+    /// Whether an `optional: true` object may be skipped for this error: only when Key Vault
+    /// said definitely that the object does not exist or is disabled. A refused network, a
+    /// missing permission or a bare 404 from something in between must fail the Mount, or a
+    /// sync would "succeed" with no files.
+    pub fn is_skippable(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { definite: true, .. } | Self::Disabled { .. }
+        )
+    }
+}
+
+/// The firewall's message names the address it saw on a later line (`Client address: 10.1.2.3`):
+/// the address to allow, worth keeping next to the first line.
+fn with_client_address(detail: &str, message: &str) -> String {
+    match message
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Client address:"))
+    {
+        Some(line) => format!("{detail} {}", clip(line)),
+        None => detail.to_owned(),
+    }
+}
+
+/// What to do about a refused network, by Key Vault's code.
+fn network_fix(code: &str) -> &'static str {
+    if code == "ForbiddenByConnection" {
+        "the vault's public network access is disabled: reach it through a private endpoint (and a private DNS zone privatelink.vaultcore.azure.net linked to the cluster's network, so the vault name resolves to it), or enable public access for selected networks"
+    } else {
+        "the vault's firewall does not allow this node's address: add the node's outbound address or subnet to the vault's firewall, or reach it through a private endpoint"
+    }
+}
+
+/// Key Vault's `innererror.code` values for a request refused by network rules.
+const NETWORK_CODES: [&str; 2] = ["ForbiddenByConnection", "ForbiddenByFirewall"];
+/// Key Vault's codes for a disabled object (`innererror.code` of a 403).
+const DISABLED_CODES: [&str; 3] = ["SecretDisabled", "KeyDisabled", "CertificateDisabled"];
+/// Key Vault's codes for a missing object or version (`error.code` of a 404).
+const NOT_FOUND_CODES: [&str; 3] = ["SecretNotFound", "KeyNotFound", "CertificateNotFound"];
 
 /// Cuts service text to one line of bounded length.
 pub(crate) fn clip(text: &str) -> String {
@@ -245,13 +308,23 @@ struct ErrorInner {
     innererror: Option<Box<ErrorInner>>,
 }
 
-fn service_error(raw: Option<&azure_core::http::RawResponse>) -> (String, String) {
+/// Key Vault's message and codes: `error.code` first, then every nested `innererror.code`.
+fn service_error(raw: Option<&azure_core::http::RawResponse>) -> (String, Vec<String>) {
     let Some(raw) = raw else {
-        return (String::new(), String::new());
+        return (String::new(), Vec::new());
     };
     let body: ErrorBody = serde_json::from_slice(raw.body().as_ref()).unwrap_or_default();
-    let inner = body.error.innererror.map(|i| i.code).unwrap_or_default();
-    (body.error.message, inner)
+    let mut codes = Vec::new();
+    let mut current = Some(&body.error);
+    // Key Vault nests one level; a hostile body cannot make this loop long (depth of the JSON
+    // is bounded by serde_json's recursion limit).
+    while let Some(e) = current {
+        if !e.code.is_empty() {
+            codes.push(e.code.clone());
+        }
+        current = e.innererror.as_deref();
+    }
+    (body.error.message, codes)
 }
 
 fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> {
@@ -259,6 +332,41 @@ fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> 
         .headers()
         .get_optional_str(&azure_core::http::headers::RETRY_AFTER)?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Why a token request failed: the one classification behind both the gRPC code of the Mount
+/// and the `outcome` label of `akv_token_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// The token service refused (bad secret, unknown client, no federated credential): the
+    /// identity must be fixed. Label `rejected`, code `PermissionDenied`.
+    Rejected,
+    /// 429, 5xx or no connection: a retry may work. Label `unavailable`, code `Unavailable`.
+    Unavailable,
+    /// An answer that is not a token response (a 5xx with an empty or HTML body, a garbled 200:
+    /// the SDK reads error bodies as JSON and loses the status). Not a permission problem.
+    /// Label `unavailable`, code `Unavailable`.
+    Garbled,
+}
+
+impl TokenFailure {
+    /// Classifies a failed token request.
+    pub fn of(err: &azure_core::Error) -> Self {
+        match crate::transport::http_cause(err) {
+            (Some(s), _) if s == 429 || s >= 500 => Self::Unavailable,
+            (None, true) => Self::Unavailable,
+            (None, false) if unparsable(err) => Self::Garbled,
+            _ => Self::Rejected,
+        }
+    }
+
+    /// The `outcome` label of `akv_token_requests_total`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Unavailable | Self::Garbled => "unavailable",
+        }
+    }
 }
 
 /// Turns an SDK error for `object` (of collection `kind`) in `vault` during `permission`
@@ -279,17 +387,25 @@ pub fn classify(
             ..
         } => {
             let raw = raw_response.as_deref();
-            let (message, inner) = service_error(raw);
+            let (message, codes) = service_error(raw);
+            let has = |set: &[&str]| codes.iter().find(|c| set.contains(&c.as_str())).cloned();
             let detail = if message.is_empty() {
                 format!("HTTP {}", u16::from(*status))
             } else {
                 clip(&message)
             };
             match u16::from(*status) {
-                404 => KeyVaultError::NotFound { vault, object },
-                403 if inner.contains("Disabled") || message.contains("disabled") => {
-                    KeyVaultError::Disabled { vault, object }
-                }
+                404 => KeyVaultError::NotFound {
+                    vault,
+                    object,
+                    definite: has(&NOT_FOUND_CODES).is_some(),
+                },
+                403 if has(&NETWORK_CODES).is_some() => KeyVaultError::NetworkDenied {
+                    vault,
+                    code: has(&NETWORK_CODES).unwrap_or_default(),
+                    detail: with_client_address(&detail, &message),
+                },
+                403 if has(&DISABLED_CODES).is_some() => KeyVaultError::Disabled { vault, object },
                 403 => KeyVaultError::Forbidden {
                     vault,
                     object,
@@ -311,21 +427,15 @@ pub fn classify(
             }
         }
         ErrorKind::Credential => {
-            let (status, connection) = crate::transport::http_cause(err);
             let detail = describe(err);
-            match status {
-                Some(s) if s == 429 || s >= 500 => {
-                    KeyVaultError::AuthenticationUnavailable { detail }
-                }
-                None if connection => KeyVaultError::AuthenticationUnavailable { detail },
-                // The SDK reads error bodies as JSON; a 5xx with an empty or HTML body, or a
-                // garbled 200, ends as a parse error without the status. Not a permission problem.
-                None if unparsable(err) => KeyVaultError::AuthenticationUnavailable {
+            match TokenFailure::of(err) {
+                TokenFailure::Unavailable => KeyVaultError::AuthenticationUnavailable { detail },
+                TokenFailure::Garbled => KeyVaultError::AuthenticationUnavailable {
                     detail: format!(
                         "the token service answered with something that is not a token response: {detail}"
                     ),
                 },
-                _ => KeyVaultError::Authentication { detail },
+                TokenFailure::Rejected => KeyVaultError::Authentication { detail },
             }
         }
         ErrorKind::Connection | ErrorKind::Io => KeyVaultError::Unavailable {
@@ -375,6 +485,7 @@ mod tests {
         let e = KeyVaultError::NotFound {
             vault: "kv1".into(),
             object: "secret/db".into(),
+            definite: true,
         };
         assert_eq!(
             e.to_string(),

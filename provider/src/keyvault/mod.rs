@@ -8,7 +8,7 @@ mod scripted;
 mod sdk;
 
 pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
-pub use error::{KeyVaultError, classify, describe};
+pub use error::{KeyVaultError, TokenFailure, classify, describe};
 pub(crate) use retry::random_fraction;
 pub use retry::{RetryPolicy, RetryingVault, VaultLimits};
 pub use sdk::{SdkConnector, retry_options};
@@ -24,6 +24,8 @@ pub const MAX_VERSIONS_SCANNED: usize = 10_000;
 /// Most secrets of one vault scanned for `objectNamePrefix` / `objectTags`; a larger vault is an
 /// error rather than a silently incomplete mount.
 pub const MAX_SECRETS_SCANNED: usize = 25_000;
+/// Secrets asked for per page of a listing (`maxresults`): Key Vault's largest page.
+pub const LIST_PAGE_SIZE: i32 = 25;
 
 /// The three collections of a vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,6 +124,32 @@ pub struct SecretSummary {
     pub managed: bool,
 }
 
+/// One page of a vault's secret listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretPage {
+    /// The secrets of this page.
+    pub secrets: Vec<SecretSummary>,
+    /// Key Vault's `nextLink`: the page after this one, `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Adds a page to a listing; more than [`MAX_SECRETS_SCANNED`] is
+/// [`KeyVaultError::TooManySecrets`].
+pub fn extend_listing(
+    all: &mut Vec<SecretSummary>,
+    page: Vec<SecretSummary>,
+    vault: &str,
+) -> Result<(), KeyVaultError> {
+    if all.len() + page.len() > MAX_SECRETS_SCANNED {
+        return Err(KeyVaultError::TooManySecrets {
+            vault: vault.to_owned(),
+            limit: MAX_SECRETS_SCANNED,
+        });
+    }
+    all.extend(page);
+    Ok(())
+}
+
 /// Read access to one vault, with one identity.
 #[async_trait]
 pub trait Vault: Send + Sync {
@@ -153,6 +181,19 @@ pub trait Vault: Send + Sync {
     /// Lists the vault's secrets (names, enabled, tags; no values), at most
     /// [`MAX_SECRETS_SCANNED`]; more is [`KeyVaultError::TooManySecrets`].
     async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError>;
+
+    /// One page of the listing: the first for `next` = `None`, else the page Key Vault's
+    /// `nextLink` names. Lets a retry resume a half-read listing where it failed. The default
+    /// serves the whole listing as one page.
+    async fn list_secrets_page(&self, next: Option<&str>) -> Result<SecretPage, KeyVaultError> {
+        if next.is_some() {
+            return Ok(SecretPage::default());
+        }
+        Ok(SecretPage {
+            secrets: self.list_secrets().await?,
+            next: None,
+        })
+    }
 }
 
 /// Opens vaults for a credential.

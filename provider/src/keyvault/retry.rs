@@ -6,8 +6,8 @@
 //! at once with `Unavailable` and the wait it asked for, and the driver retries later.
 
 use super::{
-    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, SecretSummary, Vault,
-    VersionInfo,
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, ObjectKind, SecretPage,
+    SecretSummary, Vault, VersionInfo,
 };
 use crate::metrics::Metrics;
 use async_trait::async_trait;
@@ -198,8 +198,25 @@ impl Vault for RetryingVault {
         self.run(|| self.inner.list_versions(kind, name)).await
     }
 
+    /// Page by page, each page retried on its own: a throttled third page does not read the
+    /// first two again.
     async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
-        self.run(|| self.inner.list_secrets()).await
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .run(|| self.inner.list_secrets_page(next.as_deref()))
+                .await?;
+            super::extend_listing(&mut all, page.secrets, &self.vault)?;
+            match page.next {
+                Some(link) => next = Some(link),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn list_secrets_page(&self, next: Option<&str>) -> Result<SecretPage, KeyVaultError> {
+        self.run(|| self.inner.list_secrets_page(next)).await
     }
 }
 
@@ -268,6 +285,7 @@ mod tests {
         let inner = flaky(vec![KeyVaultError::NotFound {
             vault: "kv".into(),
             object: "secret/s".into(),
+            definite: true,
         }]);
         let vault = wrap(inner.clone(), Duration::from_secs(10), &VaultLimits::new(4));
         assert!(vault.get_secret("s", None).await.is_err());

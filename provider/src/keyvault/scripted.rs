@@ -65,6 +65,7 @@ impl Vault for ScriptedVault {
             return Err(KeyVaultError::NotFound {
                 vault: "kv".into(),
                 object: "secret/missing".into(),
+                definite: true,
             });
         }
         Ok(FetchedSecret {

@@ -2,15 +2,24 @@
 //! which share one transport and one retry policy.
 
 use super::{
-    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, MAX_SECRETS_SCANNED,
-    MAX_VERSIONS_SCANNED, ObjectKind, SecretSummary, Vault, VaultConnector, VersionInfo, classify,
-    name_of, version_of,
+    FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, LIST_PAGE_SIZE,
+    MAX_VERSIONS_SCANNED, ObjectKind, SecretPage, SecretSummary, Vault, VaultConnector,
+    VersionInfo, classify, extend_listing, name_of, version_of,
 };
-use crate::{auth::IdentityKey, sensitive::SecretBytes, transport::HttpTransport};
+use crate::{
+    auth::{IdentityKey, TokenCache},
+    sensitive::SecretBytes,
+    transport::HttpTransport,
+};
 use async_trait::async_trait;
 use azure_core::{
     credentials::TokenCredential,
-    http::{ClientOptions, RetryOptions},
+    http::{
+        ClientOptions, Context, Request, RetryOptions, StatusCode,
+        headers::AUTHORIZATION,
+        pager::{PagerContinuation, PagerOptions},
+        policies::{Policy, PolicyResult},
+    },
 };
 use azure_security_keyvault_certificates::{
     CertificateClient, CertificateClientOptions,
@@ -31,7 +40,13 @@ use azure_security_keyvault_secrets::{
     },
 };
 use futures::{Stream, TryStreamExt};
-use std::sync::Arc;
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 use time::OffsetDateTime;
 
 /// The retry policy of token requests (credential pipelines): a few quick retries, well inside a
@@ -55,6 +70,7 @@ const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_mins(15);
 /// rotation does not pay Key Vault's authentication challenge again.
 pub struct SdkConnector {
     transport: Arc<HttpTransport>,
+    tokens: Arc<TokenCache>,
     clients: moka::sync::Cache<(String, IdentityKey), Arc<SdkVault>>,
 }
 
@@ -67,10 +83,12 @@ impl std::fmt::Debug for SdkConnector {
 }
 
 impl SdkConnector {
-    /// A connector over the shared transport.
-    pub fn new(transport: Arc<HttpTransport>) -> Self {
+    /// A connector over the shared transport; a token Key Vault rejects (401) is evicted from
+    /// `tokens`, the cache the credentials use.
+    pub fn new(transport: Arc<HttpTransport>, tokens: Arc<TokenCache>) -> Self {
         Self {
             transport,
+            tokens,
             clients: moka::sync::Cache::builder()
                 .max_capacity(MAX_CLIENTS)
                 .time_to_idle(CLIENT_IDLE)
@@ -90,7 +108,7 @@ impl VaultConnector for SdkConnector {
         if let Some(client) = self.clients.get(&key) {
             return Ok(client);
         }
-        let client = self.open(vault_url, credential)?;
+        let client = self.open(vault_url, identity, credential)?;
         self.clients.insert(key, client.clone());
         Ok(client)
     }
@@ -105,6 +123,7 @@ impl SdkConnector {
     fn open(
         &self,
         vault_url: &str,
+        identity: &IdentityKey,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Arc<SdkVault>, KeyVaultError> {
         let vault = url::Url::parse(vault_url)
@@ -119,6 +138,11 @@ impl SdkConnector {
             transport: Some(self.transport.sdk_transport()),
             // Retries happen in `RetryingVault`, which knows the Mount's deadline.
             retry: RetryOptions::none(),
+            // After the SDK's bearer-token policy: sees the token each request carried.
+            per_try_policies: vec![Arc::new(EvictRejectedToken {
+                tokens: self.tokens.clone(),
+                identity: identity.clone(),
+            })],
             ..ClientOptions::default()
         };
         let invalid = |e: azure_core::Error| KeyVaultError::BadResponse {
@@ -158,7 +182,85 @@ impl SdkConnector {
             keys,
             certificates,
             vault,
+            challenges: [
+                Challenge::default(),
+                Challenge::default(),
+                Challenge::default(),
+            ],
         }))
+    }
+}
+
+/// Evicts a token from the shared [`TokenCache`] when Key Vault answers 401 to a request that
+/// carried it (revoked, or issued before a change Key Vault knows of). Without this the cache
+/// hands the rejected token back to the SDK's challenge retry, and to every Mount after, until
+/// it nearly expires (hours with managed identity). The SDK's bearer policy asks the credential
+/// again right after the 401, so the same Mount retries with a fresh token.
+#[derive(Debug)]
+struct EvictRejectedToken {
+    tokens: Arc<TokenCache>,
+    identity: IdentityKey,
+}
+
+#[async_trait]
+impl Policy for EvictRejectedToken {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let response = next[0].send(ctx, request, &next[1..]).await?;
+        if response.status() == StatusCode::Unauthorized
+            && let Some(token) = request
+                .headers()
+                .get_optional_str(&AUTHORIZATION)
+                .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            // Only a request that carried a token: the first one of a client is sent without
+            // one to learn the challenge.
+            self.tokens.reject(&self.identity, token.trim()).await;
+        }
+        Ok(response)
+    }
+}
+
+/// Key Vault's authentication challenge, learned once per SDK client.
+///
+/// Each SDK client sends its first request without a token, reads the authority and scope from
+/// the 401 challenge, and only then authenticates. Requests that start before the first one has
+/// its answer all go out unauthenticated and each draws its own 401 (20 objects: 20 challenges).
+/// So the first request of each client goes alone; the others wait for it, then fan out.
+#[derive(Debug, Default)]
+struct Challenge {
+    learned: AtomicBool,
+    first: tokio::sync::Mutex<()>,
+}
+
+impl Challenge {
+    /// Runs `request`, alone if the challenge is not learned yet.
+    async fn run<T>(
+        &self,
+        request: impl Future<Output = Result<T, KeyVaultError>>,
+    ) -> Result<T, KeyVaultError> {
+        if self.learned.load(Ordering::Acquire) {
+            return request.await;
+        }
+        let _alone = self.first.lock().await;
+        if self.learned.load(Ordering::Acquire) {
+            return request.await;
+        }
+        let result = request.await;
+        // Any answer from Key Vault past the challenge teaches it (a value, 403, 404, a token
+        // refused by the token service); no connection or throttling does not.
+        let learned = !matches!(
+            result,
+            Err(KeyVaultError::Unavailable { .. } | KeyVaultError::Throttled { .. })
+        );
+        if learned {
+            self.learned.store(true, Ordering::Release);
+        }
+        result
     }
 }
 
@@ -168,6 +270,8 @@ pub struct SdkVault {
     keys: KeyClient,
     certificates: CertificateClient,
     vault: String,
+    /// One per SDK client: secrets, keys, certificates (each learns the challenge itself).
+    challenges: [Challenge; 3],
 }
 
 /// `<collection>/<name>` or `<collection>/<name> (version <v>)`, for messages.
@@ -184,6 +288,14 @@ fn label(kind: ObjectKind, name: &str, version: Option<&str>) -> String {
 }
 
 impl SdkVault {
+    fn challenge(&self, kind: ObjectKind) -> &Challenge {
+        match kind {
+            ObjectKind::Secret => &self.challenges[0],
+            ObjectKind::Key => &self.challenges[1],
+            ObjectKind::Certificate => &self.challenges[2],
+        }
+    }
+
     fn bad(&self, object: &str, detail: &str) -> KeyVaultError {
         KeyVaultError::BadResponse {
             vault: self.vault.clone(),
@@ -250,9 +362,9 @@ fn info(
     })
 }
 
-#[async_trait]
-impl Vault for SdkVault {
-    async fn get_secret(
+/// The requests, each behind its client's [`Challenge`] in the `Vault` impl below.
+impl SdkVault {
+    async fn read_secret(
         &self,
         name: &str,
         version: Option<&str>,
@@ -292,7 +404,7 @@ impl Vault for SdkVault {
         })
     }
 
-    async fn get_key(
+    async fn read_key(
         &self,
         name: &str,
         version: Option<&str>,
@@ -327,7 +439,7 @@ impl Vault for SdkVault {
         })
     }
 
-    async fn get_certificate(
+    async fn read_certificate(
         &self,
         name: &str,
         version: Option<&str>,
@@ -356,7 +468,7 @@ impl Vault for SdkVault {
         })
     }
 
-    async fn list_versions(
+    async fn read_versions(
         &self,
         kind: ObjectKind,
         name: &str,
@@ -409,36 +521,114 @@ impl Vault for SdkVault {
         }
     }
 
-    async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
+    /// One page of `GET /secrets`, Key Vault's largest page size.
+    async fn read_secret_page(&self, next: Option<&str>) -> Result<SecretPage, KeyVaultError> {
         let object = "the list of secrets";
         let failed =
             |e: azure_core::Error| classify(&e, &self.vault, object, ObjectKind::Secret, "list");
-        let mut pager = self
+        let continuation = match next {
+            Some(link) => Some(PagerContinuation::Link(
+                url::Url::parse(link).map_err(|_| self.bad(object, "the nextLink is not a URL"))?,
+            )),
+            None => None,
+        };
+        let options = SecretClientListSecretPropertiesOptions {
+            maxresults: Some(LIST_PAGE_SIZE),
+            method_options: PagerOptions {
+                continuation,
+                ..PagerOptions::default()
+            },
+        };
+        let mut pages = self
             .secrets
-            .list_secret_properties(Some(SecretClientListSecretPropertiesOptions::default()))
-            .map_err(failed)?;
-        let mut secrets = Vec::new();
-        while let Some(item) = pager.try_next().await.map_err(failed)? {
-            let Some(name) = item.id.as_deref().and_then(name_of) else {
-                continue;
-            };
-            if secrets.len() >= MAX_SECRETS_SCANNED {
-                return Err(KeyVaultError::TooManySecrets {
-                    vault: self.vault.clone(),
-                    limit: MAX_SECRETS_SCANNED,
-                });
+            .list_secret_properties(Some(options))
+            .map_err(failed)?
+            .into_pages();
+        let Some(page) = pages.try_next().await.map_err(failed)? else {
+            return Ok(SecretPage::default());
+        };
+        let next = pages.continuation().map(|c| c.as_ref().to_owned());
+        let page = page
+            .into_model()
+            .map_err(|_| self.bad(object, "the body is not a JSON list of secrets"))?;
+        let secrets = page
+            .value
+            .into_iter()
+            .filter_map(|item| {
+                Some(SecretSummary {
+                    name: item.id.as_deref().and_then(name_of)?,
+                    enabled: item
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.enabled)
+                        .unwrap_or(true),
+                    tags: item.tags.unwrap_or_default(),
+                    managed: item.managed.unwrap_or(false),
+                })
+            })
+            .collect();
+        Ok(SecretPage { secrets, next })
+    }
+}
+
+#[async_trait]
+impl Vault for SdkVault {
+    async fn get_secret(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedSecret, KeyVaultError> {
+        self.challenge(ObjectKind::Secret)
+            .run(self.read_secret(name, version))
+            .await
+    }
+
+    async fn get_key(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedKey, KeyVaultError> {
+        self.challenge(ObjectKind::Key)
+            .run(self.read_key(name, version))
+            .await
+    }
+
+    async fn get_certificate(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<FetchedCertificate, KeyVaultError> {
+        self.challenge(ObjectKind::Certificate)
+            .run(self.read_certificate(name, version))
+            .await
+    }
+
+    async fn list_versions(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Vec<VersionInfo>, KeyVaultError> {
+        self.challenge(kind)
+            .run(self.read_versions(kind, name))
+            .await
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self.list_secrets_page(next.as_deref()).await?;
+            extend_listing(&mut all, page.secrets, &self.vault)?;
+            match page.next {
+                Some(link) => next = Some(link),
+                None => return Ok(all),
             }
-            secrets.push(SecretSummary {
-                name,
-                enabled: item
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.enabled)
-                    .unwrap_or(true),
-                tags: item.tags.unwrap_or_default(),
-                managed: item.managed.unwrap_or(false),
-            });
         }
-        Ok(secrets)
+    }
+
+    async fn list_secrets_page(&self, next: Option<&str>) -> Result<SecretPage, KeyVaultError> {
+        self.challenge(ObjectKind::Secret)
+            .run(self.read_secret_page(next))
+            .await
     }
 }

@@ -316,9 +316,7 @@ impl Mounter {
             started.elapsed(),
         );
         match result {
-            Err(FetchError::Vault(
-                e @ (KeyVaultError::NotFound { .. } | KeyVaultError::Disabled { .. }),
-            )) if object.optional => {
+            Err(FetchError::Vault(e)) if object.optional && e.is_skippable() => {
                 self.skipped(&object.shown(), vault_name, e.kind());
                 Ok(MountOutput::default())
             }
@@ -452,6 +450,8 @@ async fn fetch_object(
             let pinned = start.unwrap_or_default();
             fetch_version(vault, object, Some(pinned), &label, config).await?;
             return Err(FetchError::Vault(KeyVaultError::NotFound {
+                // The version list is Key Vault's own answer: the version is not an enabled one.
+                definite: true,
                 vault: vault_name.to_owned(),
                 object: format!(
                     "{label}@{pinned} (the objectVersion objectVersionHistory starts at, among the enabled versions)"

@@ -251,7 +251,7 @@ pub fn classify(node: &Node) -> Document {
             "apiVersion",
             format!(
                 "is \"{}\", not {API_GROUP}/v1 (or the older v1alpha1)",
-                v.escape_debug()
+                crate::text::quote(v)
             ),
         )),
         None => problems.push(Problem::new(

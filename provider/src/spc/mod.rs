@@ -29,26 +29,12 @@ pub const MAX_SELECTOR_TAGS: usize = 15;
 /// Most secrets one bulk entry (`objectNamePrefix` / `objectTags`) may mount; more is an error.
 pub const MAX_SELECTED_SECRETS: usize = 100;
 /// Most characters of a user-supplied value repeated in an error message.
-pub const MAX_QUOTED_CHARS: usize = 100;
+pub use crate::text::MAX_QUOTED_CHARS;
 /// Longest `clientID` / `userAssignedIdentityID` accepted (they are GUIDs in practice).
 pub const MAX_CLIENT_ID_BYTES: usize = 256;
 
-/// A user-supplied value for an error message: escaped (no raw newlines or terminal escapes can
-/// reach a log line) and cut to [`MAX_QUOTED_CHARS`] characters, so a hostile 1 MiB name cannot
-/// make a 1 MiB gRPC status.
-pub fn quote(value: &str) -> String {
-    let out: String = value
-        .chars()
-        .take(MAX_QUOTED_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    let count = value.chars().count();
-    if count > MAX_QUOTED_CHARS {
-        format!("{out}…({count} characters)")
-    } else {
-        out
-    }
-}
+/// A user-supplied value for an error message: [`crate::text::quote`], the one quoting function.
+pub use crate::text::quote;
 
 /// Errors in SecretProviderClass parameters or objects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -98,7 +98,7 @@ impl Selector {
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(prefix) = &self.prefix {
-            write!(f, "objectNamePrefix \"{}\"", prefix.escape_debug())?;
+            write!(f, "objectNamePrefix \"{}\"", crate::text::quote(prefix))?;
             if !self.tags.is_empty() {
                 f.write_str(" and ")?;
             }
@@ -109,7 +109,12 @@ impl fmt::Display for Selector {
                 if i > 0 {
                     f.write_str(", ")?;
                 }
-                write!(f, "{}: \"{}\"", key.escape_debug(), value.escape_debug())?;
+                write!(
+                    f,
+                    "{}: \"{}\"",
+                    crate::text::quote(key),
+                    crate::text::quote(value)
+                )?;
             }
             f.write_str("}")?;
         }
@@ -169,8 +174,8 @@ impl KeyVaultObject {
     pub fn shown(&self) -> String {
         match (&self.selector, &self.matched_by) {
             (Some(selector), _) => selector.to_string(),
-            (None, Some(by)) => format!("\"{}\" (matched by {by})", self.name.escape_debug()),
-            (None, None) => format!("\"{}\"", self.name.escape_debug()),
+            (None, Some(by)) => format!("\"{}\" (matched by {by})", crate::text::quote(&self.name)),
+            (None, None) => format!("\"{}\"", crate::text::quote(&self.name)),
         }
     }
 
@@ -278,7 +283,7 @@ impl<'de> Deserialize<'de> for RawJsonKey {
                             let _ = map.next_value::<IgnoredAny>()?;
                             return Err(de::Error::custom(format!(
                                 "unknown field \"{}\" in a jsonKeys entry: use key and alias",
-                                other.escape_debug()
+                                crate::text::quote(other)
                             )));
                         }
                     }
@@ -464,7 +469,7 @@ fn parse_json_keys(
         let path = split_key_path(key).map_err(|problem| {
             fail(format!(
                 "{JSON_KEYS}[{i}].key \"{}\" is not a dotted path: it {problem}",
-                key.escape_debug()
+                crate::text::quote(key)
             ))
         })?;
         let alias = entry
@@ -481,7 +486,7 @@ fn parse_json_keys(
             };
             return Err(fail(format!(
                 "{which} \"{}\" is not a usable file name: it {problem}",
-                file.escape_debug()
+                crate::text::quote(file)
             )));
         }
         keys.push(JsonKey {
@@ -504,7 +509,7 @@ fn parse_selector(
     {
         return Err(fail(format!(
             "objectNamePrefix \"{}\" is not the start of a Key Vault object name: up to 127 characters of letters, digits and '-'",
-            p.escape_debug()
+            crate::text::quote(p)
         )));
     }
     let raw_tags = fields.tags.clone().unwrap_or_default();
@@ -521,7 +526,7 @@ fn parse_selector(
         if key.is_empty() || key.len() > 512 || value.len() > 256 {
             return Err(fail(format!(
                 "{OBJECT_TAGS} has a tag \"{}\" that Key Vault cannot store: names are 1-512 characters, values at most 256",
-                key.escape_debug()
+                crate::text::quote(&key)
             )));
         }
         tags.insert(key, value);
@@ -550,7 +555,7 @@ fn bool_field(
     crate::cli::parse_go_bool(&text).map_err(|_| {
         fail(format!(
             "{key} \"{}\" is not a boolean (use true or false)",
-            text.escape_debug()
+            crate::text::quote(&text)
         ))
     })
 }
@@ -724,7 +729,7 @@ fn parse_object(index: usize, fields: &Fields) -> Result<KeyVaultObject, SpcErro
     {
         return Err(fail(format!(
             "keyvaultName \"{}\" is not a vault name: 3 to 24 characters of letters, digits and '-'",
-            vault.escape_debug()
+            crate::text::quote(vault)
         )));
     }
 
