@@ -391,9 +391,9 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
     if binding["mountClusterCA"]:
         require(mounts.get("cluster-ca") == "/var/run/secrets/kubernetes.io/serviceaccount",
                 "the cluster CA at the path the binary reads by default")
-        require(volumes["cluster-ca"]["configMap"] == {"name": "kube-root-ca.crt",
+        require(volumes["cluster-ca"]["configMap"] == {"name": "kube-root-ca.crt", "optional": True,
                                                        "items": [{"key": "ca.crt", "path": "ca.crt"}]},
-                "the cluster CA from kube-root-ca.crt, ca.crt only")
+                "the cluster CA from kube-root-ca.crt, ca.crt only, optional (the pod starts without it)")
     else:
         require("cluster-ca" not in mounts, "no cluster CA mounted when mountClusterCA is false")
     return from_keys

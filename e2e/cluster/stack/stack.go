@@ -32,6 +32,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -476,11 +477,15 @@ func (s *Stack) HostArgs(ctx context.Context, ds *appsv1.DaemonSet, c corev1.Con
 
 // materialiseConfigMap writes a ConfigMap volume's items into a folder, as kubelet does.
 func (s *Stack) materialiseConfigMap(ctx context.Context, sandbox, namespace, owner string, v corev1.Volume) (string, error) {
+	dir := filepath.Join(sandbox, "var/lib/kubelet/pods", namespace+"_"+owner, "volumes/kubernetes.io~configmap", v.Name)
 	cm, err := s.CP.Client.CoreV1().ConfigMaps(namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) && v.ConfigMap.Optional != nil && *v.ConfigMap.Optional {
+		// kubelet mounts an empty volume for a missing optional ConfigMap.
+		return dir, os.MkdirAll(dir, 0o755)
+	}
 	if err != nil {
 		return "", fmt.Errorf("ConfigMap volume %q: %w", v.Name, err)
 	}
-	dir := filepath.Join(sandbox, "var/lib/kubelet/pods", namespace+"_"+owner, "volumes/kubernetes.io~configmap", v.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
