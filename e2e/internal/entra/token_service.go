@@ -1,5 +1,6 @@
 // Package entra is a Microsoft Entra ID look-alike for tests: the OAuth 2.0 v2 token endpoint
-// with client secrets and federated credentials (workload identity). A client assertion is
+// with client secrets and federated credentials (workload identity, and AKS identity binding
+// through the token proxy stand-in of package tokenproxy). A client assertion is
 // really validated: the issuer must be one the app federates with, the signature is checked
 // against the issuer's JWKS fetched through OIDC discovery, then time range, subject and
 // audience. Errors carry the AADSTS codes Entra uses.
@@ -27,6 +28,12 @@ import (
 // WorkloadIdentityAudience is the audience of tokens exchanged for Entra tokens.
 const WorkloadIdentityAudience = "api://AzureADTokenExchange"
 
+// IdentityBindingAudience is the audience of the service account tokens of AKS identity binding
+// (useAzureTokenProxy), which reach Entra through the cluster's token proxy. An app accepts them
+// when one of its federated credentials lists this audience (the audience check is per
+// credential: an app federated only for WorkloadIdentityAudience refuses them with AADSTS700212).
+const IdentityBindingAudience = "api://AKSIdentityBinding"
+
 const jwtBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 // FederatedCredential is a trust on an external issuer's subject, as on an app registration.
@@ -51,6 +58,17 @@ type Outcome struct {
 	Grant    string // "client_secret" or "client_assertion"
 	Status   int
 	Code     int // AADSTS code, 0 on success
+	// Assertion is what a client assertion claimed (zero for client secrets and for an
+	// assertion that does not parse).
+	Assertion AssertionClaims
+}
+
+// AssertionClaims are the claims of a client assertion Entra matched against the app's
+// federated credentials.
+type AssertionClaims struct {
+	Issuer    string
+	Subject   string
+	Audiences []string
 }
 
 // TokenService is the token endpoint. Serve it over TLS at the cloud's activeDirectoryEndpoint.
@@ -220,6 +238,9 @@ func (t *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.Get("client_assertion_type") != jwtBearer {
 			t.fail(w, out, 400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_assertion_type' equal to '"+jwtBearer+"'.")
 			return
+		}
+		if tok, err := jwt.Parse(f.Get("client_assertion")); err == nil {
+			out.Assertion = AssertionClaims{Issuer: tok.String("iss"), Subject: tok.String("sub"), Audiences: tok.Audiences()}
 		}
 		if status, code, msg := t.checkAssertion(app, f.Get("client_assertion")); code != 0 {
 			t.fail(w, out, status, "invalid_client", code, msg)

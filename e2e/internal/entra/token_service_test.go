@@ -99,3 +99,49 @@ func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+// An identity-binding token (audience api://AKSIdentityBinding) is accepted by an app whose
+// federated credential lists that audience, refused by one federated for workload identity
+// only, and the outcome records the assertion's claims.
+func TestIdentityBindingAudience(t *testing.T) {
+	is, err := StartIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer is.Close()
+	ts, err := NewTokenService("https://login.test", &http.Client{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(ts)
+	defer srv.Close()
+	ts.AddApp(App{Tenant: "t1", ClientID: "wi", Federated: []FederatedCredential{{Issuer: is.URL, Subject: Subject("ns", "sa"), Audiences: []string{WorkloadIdentityAudience}}}})
+	ts.AddApp(App{Tenant: "t1", ClientID: "ib", Federated: []FederatedCredential{{Issuer: is.URL, Subject: Subject("ns", "sa"), Audiences: []string{IdentityBindingAudience}}}})
+	tok, _, err := is.Mint("ns", "sa", IdentityBindingAudience, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := func(client string) url.Values {
+		return url.Values{"grant_type": {"client_credentials"}, "client_id": {client}, "scope": {"https://vault.test/.default"},
+			"client_assertion_type": {jwtBearer}, "client_assertion": {tok}}
+	}
+	if status, body := post(t, srv, "t1", form("ib")); status != 200 {
+		t.Errorf("identity-binding app: HTTP %d (%v), want 200", status, body)
+	}
+	if status, body := post(t, srv, "t1", form("wi")); status != 400 || !strings.Contains(body["error_description"].(string), "AADSTS700212:") {
+		t.Errorf("workload-identity app: HTTP %d (%v), want 400 AADSTS700212", status, body)
+	}
+	out := ts.Outcomes()
+	if len(out) != 2 {
+		t.Fatalf("%d outcomes, want 2", len(out))
+	}
+	want := AssertionClaims{Issuer: is.URL, Subject: Subject("ns", "sa"), Audiences: []string{IdentityBindingAudience}}
+	for _, o := range out {
+		if o.Assertion.Issuer != want.Issuer || o.Assertion.Subject != want.Subject || strings.Join(o.Assertion.Audiences, ",") != IdentityBindingAudience {
+			t.Errorf("%s: recorded claims %+v, want %+v", o.ClientID, o.Assertion, want)
+		}
+	}
+	if out[0].Code != 0 || out[1].Code != 700212 {
+		t.Errorf("codes %d, %d, want 0, 700212", out[0].Code, out[1].Code)
+	}
+}
