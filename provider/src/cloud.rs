@@ -157,7 +157,7 @@ impl CloudEnvironment {
 
     /// Reads an Azure Stack environment file.
     pub fn from_file(path: &Path) -> Result<Self, CloudError> {
-        let shown = crate::spc::quote(&path.display().to_string());
+        let shown = crate::text::quote(&path.display().to_string());
         let unreadable = |reason: String| CloudError::EnvFileUnreadable {
             path: shown.clone(),
             reason,

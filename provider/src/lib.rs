@@ -16,6 +16,7 @@ pub mod auth;
 mod build_info;
 pub mod cli;
 pub mod cloud;
+pub mod compat;
 pub mod convert;
 #[cfg(any(fuzzing, test))]
 pub mod fuzz;

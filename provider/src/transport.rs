@@ -248,6 +248,34 @@ fn read_ca_file(path: &PathBuf) -> Result<Vec<reqwest::Certificate>, TransportEr
     Ok(certs)
 }
 
+/// The retry policy of token requests (credential pipelines): a few quick retries, well inside a
+/// Mount's deadline (the SDK default retries for up to a minute). Key Vault reads are retried by
+/// `RetryingVault` instead, which knows the deadline.
+pub fn retry_options() -> azure_core::http::RetryOptions {
+    use azure_core::http::RetryOptions;
+    RetryOptions::exponential(azure_core::http::ExponentialRetryOptions {
+        initial_delay: azure_core::time::Duration::milliseconds(250),
+        max_retries: 3,
+        max_total_elapsed: azure_core::time::Duration::seconds(20),
+        max_delay: azure_core::time::Duration::seconds(8),
+    })
+}
+
+/// Whether a parse error of a response body is anywhere in the chain.
+pub fn unparsable(err: &azure_core::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<serde_json::Error>().is_some()
+            || e.downcast_ref::<azure_core::Error>()
+                .is_some_and(|a| matches!(a.kind(), azure_core::error::ErrorKind::DataConversion))
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// Which Azure service a request is for, and the vault name for Key Vault requests.
 fn service_of(url: &Url) -> (&'static str, Option<String>) {
     let path = url.path();

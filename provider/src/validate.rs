@@ -100,7 +100,7 @@ pub fn check(spc: &SpcManifest) -> Vec<Problem> {
             message: CloudError::MissingEnvFile.to_string(),
         });
     }
-    if crate::cli::parse_go_bool(value("useAzureTokenProxy")) == Ok(true)
+    if crate::compat::parse_go_bool(value("useAzureTokenProxy")) == Ok(true)
         && value("clientID").is_empty()
     {
         problems.push(Problem {

@@ -18,8 +18,8 @@ pub use health::SyncHealth;
 use crate::{
     admin::{self, AdminConfig, HealthCheck},
     auth::CredentialFactory,
-    cli::{parse_go_bool, parse_go_duration},
     cloud::CloudName,
+    compat::{parse_go_bool, parse_go_duration},
     keyvault::{ReadCacheConfig, RetryPolicy, SdkConnector},
     metrics::Metrics,
     mount::{self, MountError, Mounter, MounterConfig},

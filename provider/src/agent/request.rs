@@ -156,8 +156,8 @@ pub fn build(
     let mut attributes = parameters.clone();
     let param = |key: &str| parameters.get(key).map_or("", |v| v.trim());
     if *identity == AgentIdentity::FromSpc
-        && (crate::cli::parse_go_bool(param("usePodIdentity")) == Ok(true)
-            || crate::cli::parse_go_bool(param("useAzureTokenProxy")) == Ok(true))
+        && (crate::compat::parse_go_bool(param("usePodIdentity")) == Ok(true)
+            || crate::compat::parse_go_bool(param("useAzureTokenProxy")) == Ok(true))
     {
         return Err(AgentError::Config(
             "usePodIdentity and useAzureTokenProxy need a Kubernetes pod; give the agent an identity: --federated-token-file, --client-secret-file or --managed-identity".into(),
@@ -177,7 +177,7 @@ pub fn build(
     match identity {
         AgentIdentity::FromSpc => {
             if !param("clientID").is_empty()
-                && crate::cli::parse_go_bool(param("useVMManagedIdentity")) != Ok(true)
+                && crate::compat::parse_go_bool(param("useVMManagedIdentity")) != Ok(true)
             {
                 return Err(AgentError::Config(format!(
                     "clientID \"{}\" selects workload identity: give the agent the federated token with --federated-token-file (or AZURE_FEDERATED_TOKEN_FILE)",

@@ -5,10 +5,12 @@
 //! [`token_proxy`]); pod identity (deprecated AAD pod identity, NMI) is a small credential of our
 //! own.
 
+mod failure;
 mod pod_identity;
 mod token_cache;
 pub mod token_proxy;
 
+pub use failure::TokenFailure;
 pub use pod_identity::PodIdentityCredential;
 pub use token_cache::{CachedCredential, REFRESH_MARGIN, TokenCache};
 pub use token_proxy::{TokenProxyConfig, TokenProxyTransport};
@@ -354,7 +356,7 @@ impl TokenCredential for MeteredCredential {
         // The same classification as the Mount's error, so the label and the gRPC code agree.
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(e) => crate::keyvault::TokenFailure::of(e).outcome(),
+            Err(e) => TokenFailure::of(e).outcome(),
         };
         self.metrics.token_request(self.mode, outcome);
         result
@@ -412,7 +414,7 @@ impl CredentialFactory {
             transport: Some(self.transport.sdk_transport()),
             cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
             // The SDK default retries for up to a minute: longer than a Mount may take.
-            retry: crate::keyvault::retry_options(),
+            retry: crate::transport::retry_options(),
             ..ClientOptions::default()
         }
     }

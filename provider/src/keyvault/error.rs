@@ -266,21 +266,6 @@ fn clip_middle(text: &str) -> String {
     format!("{head} … {tail}")
 }
 
-/// Whether a parse error of a response body is anywhere in the chain.
-fn unparsable(err: &azure_core::Error) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if e.downcast_ref::<serde_json::Error>().is_some()
-            || e.downcast_ref::<azure_core::Error>()
-                .is_some_and(|a| matches!(a.kind(), ErrorKind::DataConversion))
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
 /// Adds what to do when TLS verification failed: the usual cause is a TLS-inspecting proxy or a
 /// private CA.
 fn with_hint(detail: &str) -> String {
@@ -332,41 +317,6 @@ fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> 
         .headers()
         .get_optional_str(&azure_core::http::headers::RETRY_AFTER)?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// Why a token request failed: the one classification behind both the gRPC code of the Mount
-/// and the `outcome` label of `akv_token_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenFailure {
-    /// The token service refused (bad secret, unknown client, no federated credential): the
-    /// identity must be fixed. Label `rejected`, code `PermissionDenied`.
-    Rejected,
-    /// 429, 5xx or no connection: a retry may work. Label `unavailable`, code `Unavailable`.
-    Unavailable,
-    /// An answer that is not a token response (a 5xx with an empty or HTML body, a garbled 200:
-    /// the SDK reads error bodies as JSON and loses the status). Not a permission problem.
-    /// Label `unavailable`, code `Unavailable`.
-    Garbled,
-}
-
-impl TokenFailure {
-    /// Classifies a failed token request.
-    pub fn of(err: &azure_core::Error) -> Self {
-        match crate::transport::http_cause(err) {
-            (Some(s), _) if s == 429 || s >= 500 => Self::Unavailable,
-            (None, true) => Self::Unavailable,
-            (None, false) if unparsable(err) => Self::Garbled,
-            _ => Self::Rejected,
-        }
-    }
-
-    /// The `outcome` label of `akv_token_requests_total`.
-    pub fn outcome(self) -> &'static str {
-        match self {
-            Self::Rejected => "rejected",
-            Self::Unavailable | Self::Garbled => "unavailable",
-        }
-    }
 }
 
 /// Turns an SDK error for `object` (of collection `kind`) in `vault` during `permission`
@@ -428,14 +378,16 @@ pub fn classify(
         }
         ErrorKind::Credential => {
             let detail = describe(err);
-            match TokenFailure::of(err) {
-                TokenFailure::Unavailable => KeyVaultError::AuthenticationUnavailable { detail },
-                TokenFailure::Garbled => KeyVaultError::AuthenticationUnavailable {
+            match crate::auth::TokenFailure::of(err) {
+                crate::auth::TokenFailure::Unavailable => {
+                    KeyVaultError::AuthenticationUnavailable { detail }
+                }
+                crate::auth::TokenFailure::Garbled => KeyVaultError::AuthenticationUnavailable {
                     detail: format!(
                         "the token service answered with something that is not a token response: {detail}"
                     ),
                 },
-                TokenFailure::Rejected => KeyVaultError::Authentication { detail },
+                crate::auth::TokenFailure::Rejected => KeyVaultError::Authentication { detail },
             }
         }
         ErrorKind::Connection | ErrorKind::Io => KeyVaultError::Unavailable {

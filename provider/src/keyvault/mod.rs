@@ -8,10 +8,10 @@ mod scripted;
 mod sdk;
 
 pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
-pub use error::{KeyVaultError, TokenFailure, classify, describe};
+pub use error::{KeyVaultError, classify, describe};
 pub(crate) use retry::random_fraction;
 pub use retry::{RetryPolicy, RetryingVault, VaultLimits};
-pub use sdk::{SdkConnector, retry_options};
+pub use sdk::SdkConnector;
 
 use crate::{auth::IdentityKey, sensitive::SecretBytes};
 use async_trait::async_trait;

@@ -49,18 +49,6 @@ use std::{
 };
 use time::OffsetDateTime;
 
-/// The retry policy of token requests (credential pipelines): a few quick retries, well inside a
-/// Mount's deadline (the SDK default retries for up to a minute). Key Vault reads are retried by
-/// `RetryingVault` instead, which knows the deadline.
-pub fn retry_options() -> RetryOptions {
-    RetryOptions::exponential(azure_core::http::ExponentialRetryOptions {
-        initial_delay: azure_core::time::Duration::milliseconds(250),
-        max_retries: 3,
-        max_total_elapsed: azure_core::time::Duration::seconds(20),
-        max_delay: azure_core::time::Duration::seconds(8),
-    })
-}
-
 /// Clients kept for reuse (one per vault and identity key).
 const MAX_CLIENTS: u64 = 1_000;
 /// A client unused this long is dropped.

@@ -361,37 +361,23 @@ impl From<ConvertError> for FetchError {
 }
 
 /// Two objects may not write the same file, nor a file where another writes a folder. The SPC
-/// check cannot see the `.crt`/`.key` files of certificate-backed secrets, so check the reply.
+/// check cannot see the `.crt`/`.key` files of certificate-backed secrets, nor what a bulk entry
+/// matched, so the same check runs on the reply.
 fn check_paths(parts: &[MountOutput], objects: &[KeyVaultObject]) -> Result<(), MountError> {
-    let mut owners: HashMap<&str, (usize, String)> = HashMap::new();
-    for (index, (part, object)) in parts.iter().zip(objects).enumerate() {
-        for file in &part.files {
-            if let Some((first, shown)) = owners.insert(&file.path, (index, object.shown()))
-                && first != index
-            {
-                return Err(conflict(&file.path, shown, object.shown()));
-            }
-        }
+    let owners: Vec<(String, Vec<String>)> = parts
+        .iter()
+        .zip(objects)
+        .map(|(part, object)| {
+            (
+                object.shown(),
+                part.files.iter().map(|f| f.path.clone()).collect(),
+            )
+        })
+        .collect();
+    match crate::spc::path_conflicts(&owners).into_iter().next() {
+        Some(conflict) => Err(MountError::Spc(conflict)),
+        None => Ok(()),
     }
-    for (path, (_, owner)) in &owners {
-        let mut prefix_end = 0;
-        while let Some(slash) = path[prefix_end..].find('/') {
-            let folder = &path[..prefix_end + slash];
-            if let Some((_, other)) = owners.get(folder) {
-                return Err(conflict(folder, other.clone(), owner.clone()));
-            }
-            prefix_end += slash + 1;
-        }
-    }
-    Ok(())
-}
-
-fn conflict(path: &str, first: String, second: String) -> MountError {
-    MountError::Spc(SpcError::FileConflict {
-        path: path.to_owned(),
-        first,
-        second,
-    })
 }
 
 async fn fetch_object(

@@ -102,7 +102,7 @@ pub fn permission(text: &str) -> Result<u32, MountError> {
         field: "permission",
         problem: format!(
             "is \"{}\": expected a decimal file mode from 0 to 511 such as 420 (0644)",
-            text.chars().take(32).collect::<String>().escape_debug()
+            crate::text::quote(text)
         ),
     };
     let mode: u32 = serde_json::from_str(text.trim()).map_err(|_| bad())?;

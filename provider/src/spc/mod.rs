@@ -3,17 +3,21 @@
 //! Values are trimmed, keys are case-sensitive, unknown keys are ignored. Every error names the
 //! parameter or object and says what is allowed; they map to gRPC `InvalidArgument`.
 
+mod conflicts;
+mod fields;
 pub mod file_name;
 pub mod go_parity;
 pub mod manifest;
+mod model;
 mod objects;
+mod yaml;
 
-pub use objects::{
-    JsonKey, KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType, Selector,
-    check_file_conflicts, parse_objects,
-};
+pub use conflicts::{check_file_conflicts, path_conflicts};
+pub use model::{JsonKey, KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType, Selector};
+pub use objects::parse_objects;
 
 use crate::cloud::CloudName;
+use crate::text::quote;
 use std::collections::HashMap;
 
 /// Largest `objects` YAML accepted, in bytes.
@@ -28,13 +32,8 @@ pub const MAX_JSON_KEYS: usize = 100;
 pub const MAX_SELECTOR_TAGS: usize = 15;
 /// Most secrets one bulk entry (`objectNamePrefix` / `objectTags`) may mount; more is an error.
 pub const MAX_SELECTED_SECRETS: usize = 100;
-/// Most characters of a user-supplied value repeated in an error message.
-pub use crate::text::MAX_QUOTED_CHARS;
 /// Longest `clientID` / `userAssignedIdentityID` accepted (they are GUIDs in practice).
 pub const MAX_CLIENT_ID_BYTES: usize = 256;
-
-/// A user-supplied value for an error message: [`crate::text::quote`], the one quoting function.
-pub use crate::text::quote;
 
 /// Errors in SecretProviderClass parameters or objects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,7 +159,7 @@ fn bool_param(attrs: &HashMap<String, String>, key: &'static str) -> Result<bool
     if value.is_empty() {
         return Ok(false);
     }
-    crate::cli::parse_go_bool(value).map_err(|_| SpcError::Invalid {
+    crate::compat::parse_go_bool(value).map_err(|_| SpcError::Invalid {
         name: key,
         problem: format!(
             "is \"{}\", which is not a boolean (use true or false)",
