@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod mount;
 pub mod sensitive;
 pub mod server;
+pub mod shutdown;
 pub mod spc;
 pub mod telemetry;
 pub mod text;

@@ -136,13 +136,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let admin = tokio::spawn(admin.serve(stop.clone()));
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown_signal().await;
-            stop.cancel();
-        }
-    });
+    tokio::spawn(akv_csi_provider::shutdown::watch(
+        stop.clone(),
+        None,
+        "draining in-flight calls",
+    ));
     tracing::info!(
         endpoint = %config.endpoint,
         version = VERSION,
@@ -218,24 +216,5 @@ fn validate() -> ExitCode {
     match code {
         Ok(code) => ExitCode::from(code),
         Err(_) => ExitCode::FAILURE,
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = term => tracing::info!("SIGTERM: draining in-flight calls"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining in-flight calls"),
     }
 }

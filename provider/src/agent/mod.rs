@@ -561,7 +561,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     }
     let stop = CancellationToken::new();
     let wake = Arc::new(Notify::new());
-    tokio::spawn(watch_signals(stop.clone(), wake.clone()));
+    tokio::spawn(crate::shutdown::watch(
+        stop.clone(),
+        Some(wake.clone()),
+        "stopping",
+    ));
     let admin = if config.healthz_port == 0 && config.prometheus_port == 0 {
         None
     } else {
@@ -588,26 +592,6 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     }
     tracing::info!("agent stopped");
     Ok(())
-}
-
-/// SIGTERM/SIGINT cancel `stop`; SIGHUP wakes the loop.
-async fn watch_signals(stop: CancellationToken, wake: Arc<Notify>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::warn!("cannot watch signals");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = hup.recv() => wake.notify_one(),
-        }
-    }
-    stop.cancel();
 }
 
 #[cfg(test)]
