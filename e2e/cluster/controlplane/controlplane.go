@@ -34,7 +34,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"akv-csi-provider/e2e/internal/tokenproxy"
 )
+
+// ClusterID is the fixed cluster id of the test cluster. The API server's serving certificate
+// carries it in the SAN hcp-kubernetes.<ClusterID>.svc.cluster.local, as an AKS cluster's does;
+// the identity-binding token proxy's server name is derived from it.
+const ClusterID = "65f0c1a5e2e0b1d1a9c0ffee"
+
+// APIServerHost is the API server's in-cluster name, which its serving certificate also names.
+const APIServerHost = "kubernetes.default.svc.cluster.local"
 
 // Options for Start.
 type Options struct {
@@ -49,6 +59,8 @@ type ControlPlane struct {
 	// URL is the API server's address, https://127.0.0.1:<port>; it is also the service
 	// account issuer.
 	URL string
+	// Port is the API server's port on 127.0.0.1.
+	Port int
 	// CAFile is the PEM of the CA that signed the serving certificate and the admin's.
 	CAFile string
 	// CA is CAFile as a pool.
@@ -61,6 +73,7 @@ type ControlPlane struct {
 
 	dir   string
 	procs []*Process
+	ca    *authority
 }
 
 // Process is a child process with its log file.
@@ -89,17 +102,22 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, err error) {
 		return nil, err
 	}
 	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	cp.Port = apiPort
 	ca, err := newCA()
 	if err != nil {
 		return nil, err
 	}
+	cp.ca = ca
 	cp.CAFile = filepath.Join(pki, "ca.crt")
 	if err := writePEM(cp.CAFile, "CERTIFICATE", ca.cert.Raw); err != nil {
 		return nil, err
 	}
 	cp.CA = x509.NewCertPool()
 	cp.CA.AddCert(ca.cert)
-	serving, servingKey, err := ca.issue("kube-apiserver", nil, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost", "kubernetes.default.svc"}, x509.ExtKeyUsageServerAuth)
+	// The in-cluster names, and the SAN that carries the cluster id on AKS (identity binding
+	// reads it to derive the token proxy's server name).
+	serving, servingKey, err := ca.issue("kube-apiserver", nil, []net.IP{net.IPv4(127, 0, 0, 1)},
+		[]string{"localhost", "kubernetes.default.svc", APIServerHost, tokenproxy.APIServerSAN(ClusterID)}, x509.ExtKeyUsageServerAuth)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +269,16 @@ func (cp *ControlPlane) waitDiscovery(ctx context.Context, limit time.Duration) 
 		}
 	}
 	return fmt.Errorf("the issuer's discovery at %s/.well-known/openid-configuration is not served anonymously within %s: %s", cp.URL, limit, last)
+}
+
+// ServingCertificate issues a TLS server certificate for dnsNames signed by the cluster CA (the
+// CA of CAFile, which the API server's serving certificate chains to), with that chain.
+func (cp *ControlPlane) ServingCertificate(dnsNames ...string) (tls.Certificate, error) {
+	der, key, err := cp.ca.issue(dnsNames[0], nil, nil, dnsNames, x509.ExtKeyUsageServerAuth)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der, cp.ca.cert.Raw}, PrivateKey: key}, nil
 }
 
 // AnonymousHTTPClient trusts the control plane's CA and presents no credentials.
