@@ -5,7 +5,8 @@
 // plugin binary run as a host process with the chart's service account and the DaemonSet's
 // arguments, our provider installed with our chart and run with its DaemonSet's arguments, the
 // kubelet stand-in (package kubelet), and the Key Vault and Entra stand-ins of e2e/internal,
-// Entra trusting the API server's service account issuer.
+// Entra trusting the API server's service account issuer, plus the identity-binding token proxy
+// stand-in (e2e/internal/tokenproxy) in front of Entra.
 //
 // DaemonSets never run here (there is no kubelet or container runtime): a DaemonSet's container
 // is run as a host process the way kubelet would start it, with $(VAR) references expanded from
@@ -41,6 +42,7 @@ import (
 	"akv-csi-provider/e2e/cluster/kubelet"
 	"akv-csi-provider/e2e/internal/entra"
 	"akv-csi-provider/e2e/internal/harness"
+	"akv-csi-provider/e2e/internal/tokenproxy"
 )
 
 // Names used across the stack.
@@ -52,6 +54,21 @@ const (
 	ProviderRelease   = "akv"
 	ProviderNamespace = "kube-system"
 	CAConfigMap       = "akv-e2e-ca"
+	// RootCAConfigMap is the ConfigMap kube-controller-manager's root-ca publisher writes in
+	// every namespace (the cluster CA); our chart mounts it for identity binding.
+	RootCAConfigMap = "kube-root-ca.crt"
+	// ClusterCAPath is where our chart mounts RootCAConfigMap's ca.crt in the provider's
+	// container (the binary's default --token-proxy-ca-file).
+	ClusterCAPath = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+)
+
+// The identity-binding (useAzureTokenProxy) workload: a managed identity whose one federated
+// credential trusts the API server's issuer for this namespace's service account, with audience
+// api://AKSIdentityBinding.
+const (
+	BindingClientID       = "77777777-8888-4999-aaaa-bbbbbbbbbbbb"
+	BindingNamespace      = "orders"
+	BindingServiceAccount = "checkout"
 )
 
 // GVRs of the driver's CRDs.
@@ -122,6 +139,10 @@ type Stack struct {
 	DriverMetrics, ProviderMetrics string
 	// ProviderArgs are the arguments the provider runs with (the DaemonSet's, translated).
 	ProviderArgs []string
+	// TokenProxy is the identity-binding token proxy stand-in; TokenProxyURL the URL our
+	// chart's identityBinding.tokenProxyURL names it by.
+	TokenProxy    *tokenproxy.Proxy
+	TokenProxyURL string
 
 	helmHome string
 	stop     context.CancelFunc
@@ -177,6 +198,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.Azure.Tokens.AddApp(entra.App{Tenant: harness.Tenant, ClientID: harness.WIClientID, Federated: []entra.FederatedCredential{{
 		Issuer: s.CP.URL, Subject: entra.Subject(harness.Namespace, harness.ServiceAccount), Audiences: []string{entra.WorkloadIdentityAudience},
 	}}})
+	// Identity binding: the same issuer, the token's audience api://AKSIdentityBinding.
+	s.Azure.Tokens.AddApp(entra.App{Tenant: harness.Tenant, ClientID: BindingClientID, Federated: []entra.FederatedCredential{{
+		Issuer: s.CP.URL, Subject: entra.Subject(BindingNamespace, BindingServiceAccount), Audiences: []string{entra.IdentityBindingAudience},
+	}}})
+	err = phase("identity-binding token proxy stand-in (certificate from the cluster CA)", s.startTokenProxy)
+	if err != nil {
+		return nil, err
+	}
 
 	driverMetricsPort, err := controlplane.FreePort()
 	if err != nil {
@@ -197,6 +226,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			"--set", "enableSecretRotation=true",
 			"--set", "rotationPollInterval="+o.RotationPollInterval.String(),
 			"--set", "tokenRequests[0].audience="+entra.WorkloadIdentityAudience,
+			"--set", "tokenRequests[1].audience="+entra.IdentityBindingAudience,
 			"--set", fmt.Sprintf("linux.metricsAddr=:%d", driverMetricsPort),
 			"--set", "logVerbosity=2",
 		)
@@ -252,6 +282,9 @@ func (s *Stack) Close() {
 	if s.CP != nil {
 		s.CP.Stop()
 	}
+	if s.TokenProxy != nil {
+		s.TokenProxy.Close()
+	}
 	if s.Azure != nil {
 		s.Azure.Close()
 	}
@@ -298,8 +331,36 @@ func (s *Stack) startDriver(ctx context.Context) error {
 	return s.Kubelet.Register(ctx)
 }
 
+// startTokenProxy starts the identity-binding token proxy stand-in on loopback. Its certificate
+// comes from the cluster CA and names only the server name derived from the cluster id in the
+// API server's certificate; it forwards token requests to the Entra stand-in. The provider
+// reaches it as https://kubernetes.default.svc.cluster.local:<port> (resolved to 127.0.0.1).
+func (s *Stack) startTokenProxy() error {
+	name := tokenproxy.ServerNameForCluster(controlplane.ClusterID)
+	cert, err := s.CP.ServingCertificate(name)
+	if err != nil {
+		return err
+	}
+	if s.TokenProxy, err = tokenproxy.Start(tokenproxy.Options{ServerName: name, Certificate: cert, Upstream: s.Azure.Tokens.Authority, Client: s.Azure.HTTPClient}); err != nil {
+		return err
+	}
+	s.TokenProxyURL = fmt.Sprintf("https://%s:%d", controlplane.APIServerHost, s.TokenProxy.Port)
+	return nil
+}
+
 // ProviderValues are the values our chart is installed with for the scenarios: the run's CA as
-// the CA bundle, the emulated hosts resolved to loopback, free ports, every log detail.
+// the CA bundle, the emulated hosts resolved to loopback, free ports, every log detail, and
+// identity binding pointed at the token proxy stand-in.
+//
+// The cluster CA for identity binding goes the way it does in a cluster: startProvider creates
+// the kube-root-ca.crt ConfigMap (kube-controller-manager's root-ca publisher would; none runs
+// here), the chart mounts it, and HostArgs materialises that volume in the sandbox. The binary
+// reads it at its default --token-proxy-ca-file, a path compiled in, which a host process cannot
+// have redirected to the sandbox (no mount namespace); so the flag is passed with that same
+// container path, which HostArgs then translates to the materialised volume like every other
+// mounted path. No --sni-name: the name is computed from the real API server's certificate,
+// dialled at kubernetes.default.svc.cluster.local:$KUBERNETES_SERVICE_PORT (see
+// StartProviderWith).
 func (s *Stack) ProviderValues() (string, error) {
 	healthz, err := controlplane.FreePort()
 	if err != nil {
@@ -316,12 +377,16 @@ metricsAddr: ":%d"
 caBundle:
   configMapName: %s
   key: ca.crt
+identityBinding:
+  tokenProxyURL: %s
 linux:
   healthzPort: %d
   extraArgs:
     - --resolve=*.%s=127.0.0.1
     - --resolve=%s=127.0.0.1
-`, metrics, CAConfigMap, healthz, harness.VaultDNSSuffix, harness.AuthorityHost)
+    - --resolve=%s=127.0.0.1
+    - --token-proxy-ca-file=%s
+`, metrics, CAConfigMap, s.TokenProxyURL, healthz, harness.VaultDNSSuffix, harness.AuthorityHost, controlplane.APIServerHost, ClusterCAPath)
 	return path, os.WriteFile(path, []byte(v), 0o644)
 }
 
@@ -333,6 +398,18 @@ func (s *Stack) startProvider(ctx context.Context) error {
 	if _, err := s.CP.Client.CoreV1().ConfigMaps(ProviderNamespace).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: CAConfigMap},
 		Data:       map[string]string{"ca.crt": string(ca)},
+	}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	// What the root-ca publisher writes in every namespace: the CA of the API server's
+	// serving certificate (and here of the token proxy's).
+	clusterCA, err := os.ReadFile(s.CP.CAFile)
+	if err != nil {
+		return err
+	}
+	if _, err := s.CP.Client.CoreV1().ConfigMaps(ProviderNamespace).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: RootCAConfigMap},
+		Data:       map[string]string{"ca.crt": string(clusterCA)},
 	}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
@@ -359,9 +436,12 @@ func (s *Stack) startProvider(ctx context.Context) error {
 	return err
 }
 
-// StartProviderWith runs our binary with args and waits for its socket.
+// StartProviderWith runs our binary with args and waits for its socket. Its environment has
+// KUBERNETES_SERVICE_PORT, which kubelet gives every container (the kubernetes Service's port):
+// here, with no kube-proxy and the Service's name resolved to 127.0.0.1, the API server's own.
 func (s *Stack) StartProviderWith(name string, args []string) (*controlplane.Process, error) {
-	p, err := controlplane.Spawn(s.Dir, name, s.Tools.Provider, []string{"NO_COLOR=1"}, args...)
+	env := []string{"NO_COLOR=1", fmt.Sprintf("KUBERNETES_SERVICE_PORT=%d", s.CP.Port)}
+	p, err := controlplane.Spawn(s.Dir, name, s.Tools.Provider, env, args...)
 	if err != nil {
 		return nil, err
 	}
