@@ -6,7 +6,8 @@
 // Its certificate is signed by the cluster's CA (the one the API server's serving certificate
 // chains to), so a client that trusts only the cluster CA can verify both, and names only the
 // computed server name: a ClientHello for any other name (or none) gets no certificate and the
-// handshake fails (a fatal unrecognized_name alert). Every handshake and request is recorded for the tests to assert on.
+// handshake fails (a fatal unrecognized_name alert). Every handshake and request is recorded
+// for the tests to assert on.
 package tokenproxy
 
 import (
@@ -187,40 +188,37 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		rec.SNI = r.TLS.ServerName
 	}
-	defer func() {
-		p.mu.Lock()
-		p.requests = append(p.requests, rec)
-		p.mu.Unlock()
-	}()
+	// The request is recorded before the answer is written, so a client that has its answer
+	// finds it in Requests.
+	fail := func(status int, msg string) {
+		rec.Status = status
+		p.record(rec)
+		http.Error(w, msg, status)
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil || len(body) > maxBody {
-		rec.Status = http.StatusBadRequest
-		http.Error(w, "the request body could not be read or is too large", rec.Status)
+		fail(http.StatusBadRequest, "the request body could not be read or is too large")
 		return
 	}
 	up, err := http.NewRequestWithContext(r.Context(), r.Method, p.o.Upstream+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
-		rec.Status = http.StatusBadRequest
-		http.Error(w, err.Error(), rec.Status)
+		fail(http.StatusBadRequest, err.Error())
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		up.Header.Set("Content-Type", ct)
-	}
-	if a := r.Header.Get("Accept"); a != "" {
-		up.Header.Set("Accept", a)
+	for _, h := range []string{"Content-Type", "Accept"} {
+		if v := r.Header.Get(h); v != "" {
+			up.Header.Set(h, v)
+		}
 	}
 	resp, err := p.o.Client.Do(up)
 	if err != nil {
-		rec.Status = http.StatusBadGateway
-		http.Error(w, "the token proxy could not reach Entra: "+err.Error(), rec.Status)
+		fail(http.StatusBadGateway, "the token proxy could not reach Entra: "+err.Error())
 		return
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		rec.Status = http.StatusBadGateway
-		http.Error(w, "the token proxy could not read Entra's answer: "+err.Error(), rec.Status)
+		fail(http.StatusBadGateway, "the token proxy could not read Entra's answer: "+err.Error())
 		return
 	}
 	for _, h := range []string{"Content-Type", "Cache-Control", "Pragma"} {
@@ -229,8 +227,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rec.Status = resp.StatusCode
+	p.record(rec)
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(answer)
+}
+
+func (p *Proxy) record(r Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests = append(p.requests, r)
 }
 
 // Requests returns the requests received so far.
