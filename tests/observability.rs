@@ -350,3 +350,65 @@ async fn one_port_can_serve_both_endpoints() {
     assert!(text.contains("akv_build_info"));
     drop(provider);
 }
+
+/// Every line a Mount logs carries the Mount's span: `request_id`, and `pod`, `vault` and
+/// `identity` once the request is planned, so concurrent Mounts of many pods can be told apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_of_a_mount_names_its_pod() {
+    let (fake, provider, cloud) = start(&["-v=5", "--log-format-json"]).await;
+    let pods = ["web-0", "web-1", "web-2", "web-3"];
+    for pod in pods {
+        fake.set_secret("kv1", &format!("for-{pod}"), "v", SecretOpts::default());
+    }
+    // Slow answers keep the four Mounts in flight together.
+    fake.inject(
+        "kv1",
+        "*",
+        Fault::slow(std::time::Duration::from_millis(200)),
+    );
+    let mut tasks = Vec::new();
+    for pod in pods {
+        let mut client = provider.client().await;
+        let object = format!("objectName: for-{pod}\nobjectType: secret");
+        let mut params = params(&cloud, &[&object]);
+        params.push(("csi.storage.k8s.io/pod.name", pod.to_owned()));
+        tasks.push(tokio::spawn(async move {
+            client.mount(mount_request(&params, &sp())).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("join").expect("mount");
+    }
+    let logs = provider.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let fetches: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["message"] == "fetching object")
+        .collect();
+    assert_eq!(fetches.len(), 4, "{logs}");
+    let mut ids = BTreeSet::new();
+    for line in &fetches {
+        // The event itself names only the object; pod, vault, identity and id come from the span.
+        let pod = line["pod"].as_str().unwrap_or_default();
+        let object = line["object"].as_str().unwrap_or_default();
+        assert_eq!(
+            object,
+            format!("secret/for-{}", pod.trim_start_matches("shop/")),
+            "{line}"
+        );
+        assert_eq!(line["vault"], "kv1", "{line}");
+        assert_eq!(line["identity"], "service_principal", "{line}");
+        ids.insert(line["request_id"].as_u64().expect("request_id"));
+    }
+    assert_eq!(ids.len(), 4, "one request id per Mount");
+    // The summary line of each Mount has the same id as its fetch.
+    for line in lines.iter().filter(|v| v["message"] == "mount") {
+        assert!(
+            ids.contains(&line["request_id"].as_u64().unwrap_or(0)),
+            "{line}"
+        );
+    }
+}

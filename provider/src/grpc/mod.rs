@@ -16,11 +16,18 @@ use crate::{
     },
 };
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// Numbers the Mounts of this process for their log span (`request_id`).
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The API version this provider speaks.
 pub const API_VERSION: &str = "v1alpha1";
@@ -72,6 +79,13 @@ impl ProviderService {
         budget: Duration,
     ) -> Result<(mount::MountPlan, MountOutput), (Option<mount::MountPlan>, MountError)> {
         let plan = mount::plan(request, self.default_cloud).map_err(|e| (None, e))?;
+        let span = tracing::Span::current();
+        span.record(
+            "pod",
+            tracing::field::display(format_args!("{}/{}", plan.pod.namespace, plan.pod.name)),
+        );
+        span.record("vault", plan.spc.keyvault_name.as_str());
+        span.record("identity", plan.identity.mode());
         let deadline = tokio::time::Instant::now() + budget;
         match tokio::time::timeout(budget, self.mounter.mount(&plan, deadline)).await {
             Ok(Ok(output)) => Ok((plan, output)),
@@ -146,10 +160,23 @@ impl CsiDriverProvider for ProviderService {
                 .min(self.mount_timeout)
         });
         let mut request = request.into_inner();
-        let result = tokio::select! {
-            result = self.run(&request, budget) => result,
-            () = self.abort.cancelled() => Err((None, MountError::ShuttingDown(self.drain_timeout))),
-        };
+        // Every line of this Mount carries these fields (pod, vault and identity once planned).
+        let span = tracing::info_span!(
+            "mount",
+            request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+            pod = tracing::field::Empty,
+            vault = tracing::field::Empty,
+            identity = tracing::field::Empty,
+        );
+        let result = async {
+            tokio::select! {
+                result = self.run(&request, budget) => result,
+                () = self.abort.cancelled() => Err((None, MountError::ShuttingDown(self.drain_timeout))),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter();
         // The request carries service-account tokens and the node-publish secret.
         codec::Scrub::scrub(&mut request);
         let (code, kind) = match &result {

@@ -549,16 +549,19 @@ async fn pkcs12_to_pem(
 ) -> Result<CertificateFiles, ConvertError> {
     let value = value.clone();
     let object = label.to_owned();
-    tokio::task::spawn_blocking(move || convert::pkcs12_to_pem(&value, construct_chain, &object))
-        .await
-        .unwrap_or_else(|e| {
-            Err(ConvertError::Pkcs12 {
-                object: label.to_owned(),
-                source: convert::pkcs12::Pkcs12Error::Malformed(format!(
-                    "the conversion stopped: {e}"
-                )),
-            })
+    // The Mount's span goes along, so a warning about the chain names its pod.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        convert::pkcs12_to_pem(&value, construct_chain, &object)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(ConvertError::Pkcs12 {
+            object: label.to_owned(),
+            source: convert::pkcs12::Pkcs12Error::Malformed(format!("the conversion stopped: {e}")),
         })
+    })
 }
 
 /// The files of one secret version: the secret's own file and, for certificate-backed secrets
