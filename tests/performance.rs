@@ -378,3 +378,62 @@ async fn a_retry_after_beyond_the_deadline_fails_fast_with_the_asked_wait() {
         .into_inner();
     assert_eq!(resp.files[0].contents, b"busy-value");
 }
+
+/// A Mount that joins another's read keeps its own deadline: the shared attempt is throttled
+/// (Retry-After 2 s); the Mount with a 1 s gRPC deadline fails at once with the asked wait, the
+/// one with plenty of time waits and retries on its own and gets the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_read_keeps_each_mounts_own_deadline() {
+    let (fake, provider, cloud) = start(&[]).await;
+    fake.set_secret("kv1", "shared", "shared-value", SecretOpts::default());
+    let objects = vec!["objectName: shared\nobjectType: secret".to_owned()];
+    // Warm up the token and the client, so both Mounts only read the secret.
+    fake.set_secret("kv1", "warm", "warm-value", SecretOpts::default());
+    let mut client = provider.client().await;
+    client
+        .mount(mount_request(
+            &params(&cloud, &["objectName: warm\nobjectType: secret".to_owned()]),
+            &sp(),
+        ))
+        .await
+        .expect("warm-up");
+    fake.inject(
+        "kv1",
+        "shared",
+        Fault::throttled(2)
+            .delay(Duration::from_millis(600))
+            .times(1),
+    );
+    let mut hurried_request = tonic::Request::new(mount_request(&params(&cloud, &objects), &sp()));
+    hurried_request.set_timeout(Duration::from_secs(1));
+    let mut hurried_client = client.clone();
+    let hurried = tokio::spawn(async move { hurried_client.mount(hurried_request).await });
+    // The patient Mount joins while the first attempt is still out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while provider.mounts_in_flight().await < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut patient_client = client.clone();
+    let patient_request = mount_request(&params(&cloud, &objects), &sp());
+    let patient = tokio::spawn(async move { patient_client.mount(patient_request).await });
+    let hurried = hurried
+        .await
+        .expect("join")
+        .expect_err("1 s is too short to wait 2 s");
+    assert_eq!(hurried.code(), Code::Unavailable, "{hurried:?}");
+    assert!(
+        hurried.message().contains("asking to wait 2s"),
+        "{}",
+        hurried.message()
+    );
+    let patient = patient
+        .await
+        .expect("join")
+        .expect("the patient Mount retries");
+    assert_eq!(patient.into_inner().files[0].contents, b"shared-value");
+    let reads = fake.count(|r| r.is_vault("kv1") && r.path.contains("/secrets/shared"));
+    assert_eq!(
+        reads, 2,
+        "one shared attempt, then the patient Mount's retry"
+    );
+}

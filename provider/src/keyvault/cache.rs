@@ -138,25 +138,34 @@ impl ReadCache {
 }
 
 /// A [`Vault`] view through the read cache, for one identity.
+///
+/// It shares single reads: a retry is its caller's (a [`super::RetryingVault`] above it, with
+/// that caller's deadline), so a Mount that joins another's read keeps its own time to retry.
+/// A shared listing is the exception: it is many requests, read page by page through `listing`
+/// (which retries each page within the deadline of the Mount that started it).
 pub struct CachedVault {
     inner: Arc<dyn Vault>,
+    listing: Arc<dyn Vault>,
     cache: Arc<ReadCache>,
     vault_url: String,
     identity: IdentityKey,
 }
 
 impl CachedVault {
-    /// Reads of `inner` (the vault at `vault_url`) as `identity`, through `cache`.
+    /// Reads of `inner` (the vault at `vault_url`) as `identity`, through `cache`; secret
+    /// listings through `listing`.
     pub fn new(
         inner: Arc<dyn Vault>,
+        listing: Arc<dyn Vault>,
         cache: Arc<ReadCache>,
         vault_url: &str,
         identity: IdentityKey,
     ) -> Self {
         Self {
             inner,
+            listing,
             cache,
-            vault_url: vault_url.to_ascii_lowercase(),
+            vault_url: vault_url.trim_end_matches('/').to_ascii_lowercase(),
             identity,
         }
     }
@@ -268,14 +277,14 @@ impl Vault for CachedVault {
     /// Key Vault gave it to); a failed listing is not kept.
     async fn list_secrets(&self) -> Result<Vec<SecretSummary>, KeyVaultError> {
         let Some(listings) = &self.cache.listings else {
-            return self.inner.list_secrets().await;
+            return self.listing.list_secrets().await;
         };
         let key = (self.vault_url.clone(), self.identity.clone());
         let mut fetched = false;
         let listing = listings
             .try_get_with(key, async {
                 fetched = true;
-                self.inner.list_secrets().await.map(Arc::new)
+                self.listing.list_secrets().await.map(Arc::new)
             })
             .await
             .map_err(|e| KeyVaultError::clone(&e))?;
@@ -306,6 +315,7 @@ mod tests {
 
     fn view(inner: &Arc<ScriptedVault>, cache: &Arc<ReadCache>, id: u8) -> Arc<CachedVault> {
         Arc::new(CachedVault::new(
+            inner.clone(),
             inner.clone(),
             cache.clone(),
             "https://kv.vault.test/",

@@ -4,8 +4,9 @@ use super::ObjectKind;
 use azure_core::error::ErrorKind;
 use std::time::Duration;
 
-/// Longest piece of service text carried into an error message.
-const MAX_DETAIL_CHARS: usize = 300;
+/// Longest piece of service text carried into an error message (room for our own advice, such as
+/// the token proxy's flag and CA file, after a long cause).
+const MAX_DETAIL_CHARS: usize = 500;
 
 /// Errors reading from Key Vault (including getting the token for it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -410,7 +411,10 @@ mod tests {
     #[test]
     fn clip_keeps_one_bounded_line() {
         assert_eq!(clip("\nfirst line\nsecond"), "first line");
-        assert_eq!(clip(&"x".repeat(400)).chars().count(), MAX_DETAIL_CHARS + 1);
+        assert_eq!(
+            clip(&"x".repeat(MAX_DETAIL_CHARS + 100)).chars().count(),
+            MAX_DETAIL_CHARS + 1
+        );
     }
 
     #[test]

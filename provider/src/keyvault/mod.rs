@@ -2,6 +2,7 @@
 
 mod cache;
 mod error;
+mod limit;
 mod retry;
 #[cfg(test)]
 mod scripted;
@@ -9,8 +10,9 @@ mod sdk;
 
 pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
 pub use error::{KeyVaultError, classify, describe};
+pub use limit::{LimitedVault, VaultLimits};
 pub(crate) use retry::random_fraction;
-pub use retry::{RetryPolicy, RetryingVault, VaultLimits};
+pub use retry::{RetryPolicy, RetryingVault};
 pub use sdk::SdkConnector;
 
 use crate::{auth::IdentityKey, sensitive::SecretBytes};

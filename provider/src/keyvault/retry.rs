@@ -1,5 +1,5 @@
 //! Retries of throttled and unavailable reads: `Retry-After` honoured, jittered backoff, the
-//! caller's deadline respected, and a per-vault cap on concurrent requests from this node.
+//! caller's deadline respected.
 //!
 //! The SDK's own retries are off for Key Vault clients so that this is the only retry loop and it
 //! can see the Mount's deadline: when Key Vault asks for a wait that does not fit, the read fails
@@ -12,13 +12,12 @@ use super::{
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use std::{
-    collections::HashMap,
     future::Future,
     hash::{BuildHasher, Hasher},
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::Duration,
 };
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::time::Instant;
 
 /// Retry settings.
 #[derive(Debug, Clone, Copy)]
@@ -62,39 +61,13 @@ pub(crate) fn random_fraction() -> f64 {
     x
 }
 
-/// Per-vault semaphores shared by all Mounts of the process.
-#[derive(Debug)]
-pub struct VaultLimits {
-    per_vault: usize,
-    semaphores: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl VaultLimits {
-    /// At most `per_vault` requests in flight to one vault.
-    pub fn new(per_vault: usize) -> Self {
-        Self {
-            per_vault: per_vault.max(1),
-            semaphores: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn for_vault(&self, vault: &str) -> Arc<Semaphore> {
-        let mut map = self
-            .semaphores
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.entry(vault.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_vault)))
-            .clone()
-    }
-}
-
-/// A [`Vault`] that retries within a deadline and respects the per-vault cap.
+/// A [`Vault`] that retries within one caller's deadline: the outermost layer of a Mount's
+/// vault, so every Mount (also one that joined another's read in the cache below) waits and
+/// gives up by its own deadline.
 pub struct RetryingVault {
     inner: Arc<dyn Vault>,
     vault: String,
     deadline: Instant,
-    limit: Arc<Semaphore>,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
 }
@@ -105,7 +78,6 @@ impl RetryingVault {
         inner: Arc<dyn Vault>,
         vault: &str,
         deadline: Instant,
-        limits: &VaultLimits,
         policy: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -113,7 +85,6 @@ impl RetryingVault {
             inner,
             vault: vault.to_owned(),
             deadline,
-            limit: limits.for_vault(vault),
             policy,
             metrics,
         }
@@ -126,10 +97,7 @@ impl RetryingVault {
     {
         let mut attempt = 0;
         loop {
-            let result = {
-                let _permit = self.limit.acquire().await;
-                op().await
-            };
+            let result = op().await;
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
@@ -236,12 +204,11 @@ mod tests {
         Arc::new(ScriptedVault::new(Duration::from_millis(5), failures))
     }
 
-    fn wrap(inner: Arc<ScriptedVault>, deadline: Duration, limits: &VaultLimits) -> RetryingVault {
+    fn wrap(inner: Arc<dyn Vault>, deadline: Duration) -> RetryingVault {
         RetryingVault::new(
             inner,
             "kv",
             Instant::now() + deadline,
-            limits,
             RetryPolicy::default(),
             Arc::new(Metrics::new(10)),
         )
@@ -256,7 +223,7 @@ mod tests {
                 detail: "503".into(),
             },
         ]);
-        let vault = wrap(inner.clone(), Duration::from_secs(30), &VaultLimits::new(4));
+        let vault = wrap(inner.clone(), Duration::from_secs(30));
         let started = Instant::now();
         assert!(vault.get_secret("s", None).await.is_ok());
         assert_eq!(inner.calls(), 3);
@@ -269,7 +236,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_past_the_deadline_fails_at_once_with_the_asked_wait() {
         let inner = flaky(vec![throttled(60)]);
-        let vault = wrap(inner.clone(), Duration::from_secs(10), &VaultLimits::new(4));
+        let vault = wrap(inner.clone(), Duration::from_secs(10));
         let started = Instant::now();
         let err = vault.get_secret("s", None).await.err();
         assert_eq!(err, Some(throttled(60)));
@@ -287,27 +254,55 @@ mod tests {
             object: "secret/s".into(),
             definite: true,
         }]);
-        let vault = wrap(inner.clone(), Duration::from_secs(10), &VaultLimits::new(4));
+        let vault = wrap(inner.clone(), Duration::from_secs(10));
         assert!(vault.get_secret("s", None).await.is_err());
         assert_eq!(inner.calls(), 1);
     }
 
-    #[tokio::test]
-    async fn the_per_vault_cap_bounds_concurrency_across_mounts() {
-        let limits = VaultLimits::new(3);
-        let inner = flaky(vec![]);
-        let a = Arc::new(wrap(inner.clone(), Duration::from_secs(10), &limits));
-        let b = Arc::new(wrap(inner.clone(), Duration::from_secs(10), &limits));
-        let calls: Vec<_> = (0..20)
-            .map(|i| {
-                let v = if i % 2 == 0 { a.clone() } else { b.clone() };
-                tokio::spawn(async move { v.get_secret("s", None).await.is_ok() })
-            })
-            .collect();
-        for c in calls {
-            assert!(c.await.unwrap_or(false));
-        }
-        assert!(inner.max_in_flight() <= 3);
+    /// Two Mounts share one read in the cache below (coalesced); Key Vault throttles it. The
+    /// Mount with 1 s left fails at once with the wait Key Vault asked for; the one with 30 s
+    /// waits and retries on its own, and gets the value.
+    #[tokio::test(start_paused = true)]
+    async fn a_joiner_keeps_its_own_deadline() {
+        use crate::{
+            auth::IdentityKey,
+            keyvault::{CachedVault, ReadCache, ReadCacheConfig},
+        };
+        let inner = flaky(vec![throttled(2)]);
+        let cache = Arc::new(ReadCache::new(
+            ReadCacheConfig {
+                pinned_ttl: Duration::ZERO,
+                latest_window: Duration::ZERO,
+                listing_window: Duration::ZERO,
+                max_bytes: 1 << 20,
+            },
+            Arc::new(Metrics::new(10)),
+        ));
+        let shared = || -> Arc<dyn Vault> {
+            Arc::new(CachedVault::new(
+                inner.clone(),
+                inner.clone(),
+                cache.clone(),
+                "https://kv.vault.test/",
+                IdentityKey([7; 32]),
+            ))
+        };
+        let hurried = wrap(shared(), Duration::from_secs(1));
+        let patient = wrap(shared(), Duration::from_secs(30));
+        let (a, b) = tokio::join!(hurried.get_secret("s", None), patient.get_secret("s", None));
+        assert!(
+            matches!(&a, Err(KeyVaultError::Throttled { retry_after: Some(d), .. }) if *d == Duration::from_secs(2)),
+            "{a:?}"
+        );
+        assert_eq!(
+            b.map(|s| s.value.expose().to_vec()).ok(),
+            Some(b"s".to_vec())
+        );
+        assert_eq!(
+            inner.calls(),
+            2,
+            "one shared attempt, one retry of the patient Mount"
+        );
     }
 
     #[test]

@@ -5,8 +5,9 @@ use crate::{
     auth::CredentialFactory,
     convert::{self, CertificateFiles, ConvertError, jwk::PublicJwk},
     keyvault::{
-        CachedVault, FetchedSecret, KeyVaultError, ObjectKind, ReadCache, ReadCacheConfig,
-        RetryPolicy, RetryingVault, SecretSummary, Vault, VaultConnector, VaultLimits, VersionInfo,
+        CachedVault, FetchedSecret, KeyVaultError, LimitedVault, ObjectKind, ReadCache,
+        ReadCacheConfig, RetryPolicy, RetryingVault, SecretSummary, Vault, VaultConnector,
+        VaultLimits, VersionInfo,
     },
     metrics::Metrics,
     sensitive::SecretBytes,
@@ -159,23 +160,27 @@ impl Mounter {
                 .connector
                 .connect(&vault_url, &key, credential.clone())
                 .map_err(vault_error)?;
-            let retrying = Arc::new(RetryingVault::new(
-                client,
-                vault_name,
-                deadline,
-                &self.limits,
-                self.config.retry,
-                self.metrics.clone(),
+            // Shared by every Mount: the client (one per vault and identity), the per-vault cap
+            // and the read cache. This Mount's own: its deadline, carried by the retries on top.
+            let limited: Arc<dyn Vault> =
+                Arc::new(LimitedVault::new(client, self.limits.for_vault(&vault_url)));
+            let retrying = |inner: Arc<dyn Vault>| -> Arc<dyn Vault> {
+                Arc::new(RetryingVault::new(
+                    inner,
+                    vault_name,
+                    deadline,
+                    self.config.retry,
+                    self.metrics.clone(),
+                ))
+            };
+            let cached = Arc::new(CachedVault::new(
+                limited.clone(),
+                retrying(limited),
+                self.reads.clone(),
+                &vault_url,
+                key.clone(),
             ));
-            vaults.insert(
-                vault_name.to_ascii_lowercase(),
-                Arc::new(CachedVault::new(
-                    retrying,
-                    self.reads.clone(),
-                    &vault_url,
-                    key.clone(),
-                )),
-            );
+            vaults.insert(vault_name.to_ascii_lowercase(), retrying(cached));
         }
         let vault_of = |object: &KeyVaultObject| {
             let name = object
