@@ -117,10 +117,6 @@ pub struct Config {
     #[arg(long, default_value = "20s", value_parser = duration_arg)]
     pub drain_timeout: Duration,
 
-    /// Requests in flight to one vault from this provider, across all Mounts.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub max_concurrent_per_vault: u16,
-
     /// How long the value of a pinned objectVersion is kept in memory (Go duration; 0 disables).
     #[arg(long, default_value = "1h", value_parser = duration_arg)]
     pub pinned_cache_ttl: Duration,
@@ -174,6 +170,10 @@ pub struct Connection {
         default_value = "http://169.254.169.254/metadata/identity/oauth2/token"
     )]
     pub imds_endpoint: String,
+
+    /// Requests in flight to one vault from this process, across all Mounts.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_concurrent_per_vault: u16,
 
     /// Requests to Azure (Key Vault and token services) in flight at once, all Mounts together:
     /// bounds memory and the burst Key Vault sees when many pods mount at once (0 = no limit).

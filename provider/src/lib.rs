@@ -33,6 +33,7 @@ pub mod telemetry;
 pub mod text;
 pub mod transport;
 pub mod validate;
+pub mod wiring;
 
 /// Generated gRPC types of the driver's `v1alpha1` provider API.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -3,14 +3,13 @@
 use akv_csi_provider::{
     BUILD_DATE, GIT_COMMIT, VERSION,
     admin::{self, AdminConfig, HealthCheck},
-    auth::{CredentialFactory, TokenProxyConfig, TokenProxyTransport},
+    auth::TokenProxyConfig,
     cli::Config,
     grpc::ProviderService,
-    keyvault::{ReadCacheConfig, RetryPolicy, SdkConnector},
+    keyvault::ReadCacheConfig,
     metrics::Metrics,
-    mount::{Mounter, MounterConfig},
     server, telemetry,
-    transport::HttpTransport,
+    wiring::{self, MountSettings},
 };
 use anyhow::Context;
 use std::{io::Write, process::ExitCode, sync::Arc};
@@ -79,38 +78,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let metrics = Arc::new(Metrics::new(usize::from(config.metrics_max_object_names)));
-    let transport = HttpTransport::new(&config.connection.transport_config(metrics.clone()))?;
-    let pod_identity_endpoint =
-        url::Url::parse(&config.pod_identity_endpoint).with_context(|| {
-            format!(
-                "--pod-identity-endpoint \"{}\"",
-                akv_csi_provider::text::quote(&config.pod_identity_endpoint)
-            )
-        })?;
-    let token_proxy = TokenProxyTransport::new(&TokenProxyConfig {
-        url: config.token_proxy_url.clone(),
-        sni_name: config.sni_name.clone(),
-        ca_file: Some(config.token_proxy_ca_file.clone()),
-        api_server_port: std::env::var("KUBERNETES_SERVICE_PORT")
-            .ok()
-            .and_then(|p| p.trim().parse().ok()),
-        resolve: config.connection.resolve.clone(),
-    })?;
-    let credentials =
-        CredentialFactory::new(transport.clone(), pod_identity_endpoint, metrics.clone())
-            .with_token_proxy(token_proxy);
-    let tokens = credentials.token_cache();
-    let mounter = Mounter::new(
-        credentials,
-        Arc::new(SdkConnector::new(transport, tokens)),
-        MounterConfig {
+    let mounter = wiring::mounter(
+        &config.connection,
+        MountSettings {
+            pod_identity_endpoint: Some(config.pod_identity_endpoint.clone()),
+            token_proxy: Some(TokenProxyConfig {
+                url: config.token_proxy_url.clone(),
+                sni_name: config.sni_name.clone(),
+                ca_file: Some(config.token_proxy_ca_file.clone()),
+                api_server_port: std::env::var("KUBERNETES_SERVICE_PORT")
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok()),
+                resolve: config.connection.resolve.clone(),
+            }),
             max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
             max_reply_bytes: usize::try_from(config.max_call_recv_msg_size).unwrap_or(usize::MAX),
-            max_concurrent_per_vault: usize::from(config.max_concurrent_per_vault),
-            retry: RetryPolicy {
-                max_retries: config.max_retries,
-                ..RetryPolicy::default()
-            },
+            max_retries: config.max_retries,
             cache: ReadCacheConfig {
                 pinned_ttl: config.pinned_cache_ttl,
                 latest_window: config.latest_cache_window,
@@ -120,8 +103,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             construct_pem_chain: config.construct_pem_chain,
             write_cert_and_key_in_separate_files: config.write_cert_and_key_in_separate_files,
         },
-        metrics.clone(),
-    );
+        &metrics,
+    )?;
     let service = ProviderService::new(
         Arc::new(mounter),
         default_cloud,

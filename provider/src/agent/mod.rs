@@ -17,13 +17,11 @@ pub use health::SyncHealth;
 
 use crate::{
     admin::{self, AdminConfig, HealthCheck},
-    auth::CredentialFactory,
     cloud::CloudName,
     compat::{parse_go_bool, parse_go_duration},
-    keyvault::{ReadCacheConfig, RetryPolicy, SdkConnector},
+    keyvault::{ReadCacheConfig, RetryPolicy},
     metrics::Metrics,
-    mount::{self, MountError, Mounter, MounterConfig},
-    transport::HttpTransport,
+    mount::{self, MountError, Mounter},
     validate,
 };
 use clap::{ArgAction, Parser};
@@ -315,36 +313,23 @@ impl Agent {
             )));
         }
         let metrics = Arc::new(Metrics::new_agent(crate::metrics::DEFAULT_MAX_OBJECT_NAMES));
-        let transport = HttpTransport::new(&config.connection.transport_config(metrics.clone()))
-            .map_err(|e| AgentError::Setup(e.to_string()))?;
-        // Pod identity is rejected before a request is built; the endpoint is never called.
-        let nmi = url::Url::parse("http://127.0.0.1:2579")
-            .map_err(|e| AgentError::Setup(e.to_string()))?;
-        let credentials = CredentialFactory::new(transport.clone(), nmi, metrics.clone());
-        let tokens = credentials.token_cache();
-        let mounter = Mounter::new(
-            credentials,
-            Arc::new(SdkConnector::new(transport, tokens)),
-            MounterConfig {
+        let mounter = crate::wiring::mounter(
+            &config.connection,
+            crate::wiring::MountSettings {
+                // Pod identity and identity binding need a pod: refused before a request is built.
+                pod_identity_endpoint: None,
+                token_proxy: None,
                 max_concurrent_fetches: usize::from(config.max_concurrent_fetches),
                 max_reply_bytes: MAX_SYNC_BYTES,
-                max_concurrent_per_vault: 16,
-                retry: RetryPolicy {
-                    max_retries: config.max_retries,
-                    ..RetryPolicy::default()
-                },
-                // One agent, one identity: no value cache; every sync reads Key Vault.
-                cache: ReadCacheConfig {
-                    pinned_ttl: Duration::ZERO,
-                    latest_window: Duration::ZERO,
-                    listing_window: Duration::ZERO,
-                    max_bytes: 1,
-                },
+                max_retries: config.max_retries,
+                // One agent, one identity: every sync reads Key Vault.
+                cache: ReadCacheConfig::none(),
                 construct_pem_chain: config.construct_pem_chain,
                 write_cert_and_key_in_separate_files: config.write_cert_and_key_in_separate_files,
             },
-            metrics.clone(),
-        );
+            &metrics,
+        )
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
         let hook = Hook {
             command: config.on_change_command.clone(),
             signal: config

@@ -368,16 +368,17 @@ impl TokenCredential for MeteredCredential {
 pub struct CredentialFactory {
     transport: Arc<HttpTransport>,
     token_proxy: Option<Arc<TokenProxyTransport>>,
-    pod_identity_endpoint: Url,
+    pod_identity_endpoint: Option<Url>,
     metrics: Arc<Metrics>,
     tokens: Arc<TokenCache>,
 }
 
 impl CredentialFactory {
-    /// A factory over the shared transport; `pod_identity_endpoint` is the NMI base URL.
+    /// A factory over the shared transport; `pod_identity_endpoint` is the NMI base URL (`None`
+    /// where pod identity cannot work, as in the standalone agent).
     pub fn new(
         transport: Arc<HttpTransport>,
-        pod_identity_endpoint: Url,
+        pod_identity_endpoint: Option<Url>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -517,7 +518,12 @@ impl CredentialFactory {
                 pod_name,
             } => Arc::new(PodIdentityCredential::new(
                 self.transport.clone(),
-                self.pod_identity_endpoint.clone(),
+                self.pod_identity_endpoint.clone().ok_or_else(|| {
+                    azure_core::Error::with_message(
+                        azure_core::error::ErrorKind::Credential,
+                        "this process has no pod identity (NMI) endpoint (the standalone agent has none: use workload identity)",
+                    )
+                })?,
                 namespace.clone(),
                 pod_name.clone(),
             )),
