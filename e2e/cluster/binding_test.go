@@ -204,10 +204,8 @@ func TestIdentityBindingUntrustedClusterCA(t *testing.T) {
 	if err == nil {
 		t.Fatal("the volume was published although the cluster CA file does not hold the proxy's CA")
 	}
-	// The provider's message also advises checking --sni-name, but it keeps only the head and
-	// the tail of a detail longer than 300 characters, and with this sandbox's long CA path
-	// the advice falls in the elided middle; the code, the proxy and the file survive.
-	for _, want := range []string{"code = Unavailable", "identity-binding token proxy", caFile + " is the cluster's CA"} {
+	// The message names the proxy, the TLS cause, the flag to check and the CA file.
+	for _, want := range []string{"code = Unavailable", "identity-binding token proxy", "certificate rejected", "check --sni-name", caFile + " is the cluster's CA"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("NodePublishVolume failed without %q: %v", want, err)
 		}
