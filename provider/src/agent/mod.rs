@@ -368,7 +368,7 @@ impl Agent {
     }
 
     /// Reads the SPC file and builds the Mount request (secrets re-read from their files).
-    fn request(&self) -> Result<crate::v1alpha1::MountRequest, AgentError> {
+    fn request(&self) -> Result<request::PlanInputs, AgentError> {
         let spc_error = |problems: Vec<String>| AgentError::Spc {
             path: self.config.spc.clone(),
             problems,
@@ -385,15 +385,19 @@ impl Agent {
             spc.namespace.as_deref(),
             &self.identity,
             self.config.tenant_id.as_deref(),
-            self.config.file_permission,
-            &self.config.target_dir,
         )
     }
 
     /// One sync: mount, and publish when anything differs from what is published.
     pub async fn sync(&mut self) -> Result<Outcome, AgentError> {
-        let request = self.request()?;
-        let plan = mount::plan(&request, self.default_cloud)?;
+        let inputs = self.request()?;
+        let plan = mount::plan_from_parts(
+            &inputs.parameters,
+            inputs.pod,
+            inputs.identity,
+            self.config.file_permission,
+            self.default_cloud,
+        )?;
         let budget = self.config.mount_timeout;
         let deadline = tokio::time::Instant::now() + budget;
         let output = tokio::time::timeout(budget, self.mounter.mount(&plan, deadline))

@@ -1,16 +1,12 @@
-//! From the agent's SPC file and identity flags to the Mount request the provider would get from
-//! the driver, so the agent mounts through exactly the same plan and mount code.
+//! From the agent's SPC file and identity flags to the typed inputs of a Mount plan (the SPC
+//! parameters, the pod it reports, the identity), so the agent mounts through the same plan and
+//! mount code as the provider without encoding a driver request as JSON and parsing it back.
 //!
 //! Secrets (the federated token, the client secret) are read from their files on every sync, so a
 //! rotated token or secret is picked up without a restart.
 
 use super::AgentError;
-use crate::{
-    auth::WORKLOAD_IDENTITY_AUDIENCE,
-    mount::request::{POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT_TOKENS},
-    sensitive::SecretString,
-    v1alpha1::MountRequest,
-};
+use crate::{auth::Identity, mount::request::PodInfo, sensitive::SecretString};
 use std::{
     collections::HashMap,
     io::Read,
@@ -143,47 +139,67 @@ fn read_secret(path: &Path, what: &'static str) -> Result<SecretString, AgentErr
     Ok(SecretString::new(trimmed.to_owned()))
 }
 
-/// The Mount request for the SPC `parameters` (of SPC `name` in `namespace`) with `identity`,
-/// `tenant_id` overriding the SPC's, files of mode `default_mode` for `target`.
+/// What the agent plans a sync from: the SPC parameters as the agent uses them, the pod it
+/// reports, and the identity its flags chose (`None`: as the SPC says). The identity holds the
+/// token or client secret read from its file, zeroized when dropped.
+#[derive(Debug)]
+pub struct PlanInputs {
+    /// The SPC parameters, with `--tenant-id` applied and the identity parameters removed when a
+    /// flag chose the identity.
+    pub parameters: HashMap<String, String>,
+    /// The pod the agent reports (logs only).
+    pub pod: PodInfo,
+    /// The identity from the flags.
+    pub identity: Option<Identity>,
+}
+
+/// The plan inputs for the SPC `parameters` (of an SPC in `namespace`) with `identity` and
+/// `tenant_id` overriding the SPC's.
 pub fn build(
     parameters: &HashMap<String, String>,
     namespace: Option<&str>,
     identity: &AgentIdentity,
     tenant_id: Option<&str>,
-    default_mode: u32,
-    target: &Path,
-) -> Result<MountRequest, AgentError> {
-    let mut attributes = parameters.clone();
-    let param = |key: &str| parameters.get(key).map_or("", |v| v.trim());
+) -> Result<PlanInputs, AgentError> {
+    let mut parameters = parameters.clone();
+    let param = |parameters: &HashMap<String, String>, key: &str| {
+        parameters.get(key).map_or("", |v| v.trim()).to_owned()
+    };
     if *identity == AgentIdentity::FromSpc
-        && (crate::compat::parse_go_bool(param("usePodIdentity")) == Ok(true)
-            || crate::compat::parse_go_bool(param("useAzureTokenProxy")) == Ok(true))
+        && (crate::compat::parse_go_bool(&param(&parameters, "usePodIdentity")) == Ok(true)
+            || crate::compat::parse_go_bool(&param(&parameters, "useAzureTokenProxy")) == Ok(true))
     {
         return Err(AgentError::Config(
             "usePodIdentity and useAzureTokenProxy need a Kubernetes pod; give the agent an identity: --federated-token-file, --client-secret-file or --managed-identity".into(),
         ));
     }
     if let Some(tenant) = tenant_id.map(str::trim).filter(|t| !t.is_empty()) {
-        attributes.remove("tenantId");
-        attributes.insert("tenantID".into(), tenant.to_owned());
+        parameters.remove("tenantId");
+        parameters.insert("tenantID".into(), tenant.to_owned());
     }
+    let spc_client_id = param(&parameters, "clientID");
     if *identity != AgentIdentity::FromSpc {
         for key in IDENTITY_PARAMETERS {
-            attributes.remove(key);
+            parameters.remove(key);
         }
     }
-    // What the driver sends for a volume without a nodePublishSecretRef.
-    let mut secrets = String::from("null");
-    match identity {
+    // As the SPC reads it: tenantID, else the legacy tenantId (the plan checks it is set).
+    let tenant = match param(&parameters, "tenantID") {
+        t if t.is_empty() => param(&parameters, "tenantId"),
+        t => t,
+    };
+    let identity = match identity {
         AgentIdentity::FromSpc => {
-            if !param("clientID").is_empty()
-                && crate::compat::parse_go_bool(param("useVMManagedIdentity")) != Ok(true)
+            if !spc_client_id.is_empty()
+                && crate::compat::parse_go_bool(&param(&parameters, "useVMManagedIdentity"))
+                    != Ok(true)
             {
                 return Err(AgentError::Config(format!(
                     "clientID \"{}\" selects workload identity: give the agent the federated token with --federated-token-file (or AZURE_FEDERATED_TOKEN_FILE)",
-                    crate::text::quote(param("clientID"))
+                    crate::text::quote(&spc_client_id)
                 )));
             }
+            None
         }
         AgentIdentity::Workload {
             client_id,
@@ -191,50 +207,39 @@ pub fn build(
         } => {
             let client_id = client_id
                 .clone()
-                .or_else(|| Some(param("clientID").to_owned()).filter(|c| !c.is_empty()))
+                .or_else(|| Some(spc_client_id.clone()).filter(|c| !c.is_empty()))
                 .ok_or_else(|| {
                     AgentError::Config(
                         "workload identity needs a client id: --client-id (or AZURE_CLIENT_ID), or clientID in the SecretProviderClass".into(),
                     )
                 })?;
-            let token = read_secret(token_file, "the federated token file")?;
-            attributes.insert("clientID".into(), client_id);
-            attributes.insert(
-                SERVICE_ACCOUNT_TOKENS.into(),
-                serde_json::json!({
-                    WORKLOAD_IDENTITY_AUDIENCE: { "token": token.expose(), "expirationTimestamp": "" }
-                })
-                .to_string(),
-            );
+            Some(Identity::WorkloadIdentity {
+                tenant_id: tenant,
+                client_id,
+                token: read_secret(token_file, "the federated token file")?,
+            })
         }
         AgentIdentity::ServicePrincipal {
             client_id,
             secret_file,
-        } => {
-            let secret = read_secret(secret_file, "the client secret file")?;
-            secrets = serde_json::json!({ "clientid": client_id, "clientsecret": secret.expose() })
-                .to_string();
-        }
-        AgentIdentity::Managed { user_assigned } => {
-            attributes.insert("useVMManagedIdentity".into(), "true".into());
-            if let Some(id) = user_assigned {
-                attributes.insert("userAssignedIdentityID".into(), id.clone());
-            }
-        }
-    }
-    attributes.insert(POD_NAME.into(), AGENT_POD_NAME.into());
-    attributes.insert(
-        POD_NAMESPACE.into(),
-        namespace.unwrap_or("default").to_owned(),
-    );
-    Ok(MountRequest {
-        attributes: serde_json::to_string(&attributes).map_err(|e| {
-            AgentError::Config(format!("the parameters cannot be encoded as JSON: {e}"))
-        })?,
-        secrets,
-        target_path: target.display().to_string(),
-        permission: default_mode.to_string(),
-        current_object_version: Vec::new(),
+        } => Some(Identity::ServicePrincipal {
+            tenant_id: tenant,
+            client_id: client_id.clone(),
+            client_secret: read_secret(secret_file, "the client secret file")?,
+        }),
+        AgentIdentity::Managed { user_assigned } => Some(Identity::ManagedIdentity {
+            user_assigned_client_id: user_assigned.clone(),
+        }),
+    };
+    Ok(PlanInputs {
+        parameters,
+        pod: PodInfo {
+            namespace: namespace.unwrap_or("default").to_owned(),
+            name: AGENT_POD_NAME.to_owned(),
+            uid: String::new(),
+            service_account: String::new(),
+        },
+        identity,
     })
 }
 
@@ -263,9 +268,15 @@ mod tests {
         p
     }
 
-    fn identity_of(req: &MountRequest) -> String {
-        mount::plan(req, CloudName::Public)
-            .map_or_else(|e| e.to_string(), |p| p.identity.to_string())
+    fn identity_of(inputs: &PlanInputs) -> String {
+        mount::plan_from_parts(
+            &inputs.parameters,
+            inputs.pod.clone(),
+            inputs.identity.clone(),
+            0o644,
+            CloudName::Public,
+        )
+        .map_or_else(|e| e.to_string(), |p| p.identity.to_string())
     }
 
     #[test]
@@ -279,64 +290,62 @@ mod tests {
         let secret = dir.join("secret");
         let _ = std::fs::write(&token, "jwt-from-file\n");
         let _ = std::fs::write(&secret, "  s3cr3t  ");
-        let target = Path::new("/srv/secrets");
 
         let wi = AgentIdentity::from_flags(Some("wi-1"), Some(&token), None, false, None)
             .unwrap_or(AgentIdentity::FromSpc);
-        let req = build(
+        let inputs = build(
             &params(&[("useVMManagedIdentity", "true")]),
             None,
             &wi,
             Some("t2"),
-            0o640,
-            target,
         );
-        let req = req.ok().unwrap_or_default();
+        let Ok(inputs) = inputs else {
+            unreachable!("workload identity inputs")
+        };
         assert_eq!(
-            identity_of(&req),
+            identity_of(&inputs),
             "workload identity (clientID wi-1, tenant t2)"
         );
-        assert_eq!(req.permission, "416");
-        assert!(req.attributes.contains("jwt-from-file"));
+        assert!(matches!(
+            &inputs.identity,
+            Some(Identity::WorkloadIdentity { token, .. }) if token.expose() == "jwt-from-file"
+        ));
+        assert!(!inputs.parameters.contains_key("useVMManagedIdentity"));
+        assert!(!format!("{inputs:?}").contains("jwt-from-file"));
 
         let sp = AgentIdentity::from_flags(Some("app-1"), None, Some(&secret), false, None)
             .unwrap_or(AgentIdentity::FromSpc);
-        let req = build(
-            &params(&[("clientID", "ignored")]),
-            Some("ns"),
-            &sp,
-            None,
-            0o644,
-            target,
-        )
-        .ok()
-        .unwrap_or_default();
+        let Ok(inputs) = build(&params(&[("clientID", "ignored")]), Some("ns"), &sp, None) else {
+            unreachable!("service principal inputs")
+        };
         assert_eq!(
-            identity_of(&req),
+            identity_of(&inputs),
             "service principal (clientid app-1, tenant t1)"
         );
-        assert!(req.secrets.contains("\"s3cr3t\""));
+        assert!(matches!(
+            &inputs.identity,
+            Some(Identity::ServicePrincipal { client_secret, .. }) if client_secret.expose() == "s3cr3t"
+        ));
+        assert_eq!(inputs.pod.namespace, "ns");
 
         let mi = AgentIdentity::from_flags(None, None, None, true, Some("uai"))
             .unwrap_or(AgentIdentity::FromSpc);
-        let req = build(&params(&[]), None, &mi, None, 0o644, target)
-            .ok()
-            .unwrap_or_default();
+        let Ok(inputs) = build(&params(&[]), None, &mi, None) else {
+            unreachable!("managed identity inputs")
+        };
         assert_eq!(
-            identity_of(&req),
+            identity_of(&inputs),
             "user-assigned managed identity (client id uai)"
         );
 
-        let spc = build(
+        let Ok(spc) = build(
             &params(&[("useVMManagedIdentity", "true")]),
             None,
             &AgentIdentity::FromSpc,
             None,
-            0o644,
-            target,
-        )
-        .ok()
-        .unwrap_or_default();
+        ) else {
+            unreachable!("SPC identity inputs")
+        };
         assert_eq!(identity_of(&spc), "system-assigned managed identity");
     }
 
@@ -352,14 +361,11 @@ mod tests {
         assert!(matches!(both, Err(AgentError::Config(_))));
         let no_id = AgentIdentity::from_flags(None, None, Some(Path::new("s")), false, None);
         assert!(no_id.is_err());
-        let target = Path::new("/x");
         let e = build(
             &params(&[("clientID", "wi-1")]),
             None,
             &AgentIdentity::FromSpc,
             None,
-            0o644,
-            target,
         )
         .err()
         .map(|e| e.to_string());
@@ -374,15 +380,13 @@ mod tests {
             None,
             &AgentIdentity::FromSpc,
             None,
-            0o644,
-            target,
         );
         assert!(e.is_err());
         let missing = AgentIdentity::Workload {
             client_id: Some("x".into()),
             token_file: PathBuf::from("/nonexistent/token"),
         };
-        let e = build(&params(&[]), None, &missing, None, 0o644, target)
+        let e = build(&params(&[]), None, &missing, None)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

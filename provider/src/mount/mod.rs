@@ -5,7 +5,7 @@ mod plan;
 pub mod request;
 
 pub use execute::{MountOutput, Mounter, MounterConfig, OutputFile};
-pub use plan::{MountPlan, plan};
+pub use plan::{MountPlan, plan, plan_from_parts};
 
 use crate::{
     auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError,

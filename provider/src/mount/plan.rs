@@ -51,6 +51,42 @@ pub fn plan(req: &MountRequest, default_cloud: CloudName) -> Result<MountPlan, M
     })
 }
 
+/// A plan from typed parts, for a caller that is not the driver (the standalone agent): the SPC
+/// `parameters`, the `pod`, and the `identity` (`None`: as the SPC's identity parameters say,
+/// without service-account tokens or a node-publish secret). Nothing is encoded as a driver
+/// request and parsed back, so no secret is copied into JSON text on the way.
+pub fn plan_from_parts(
+    parameters: &HashMap<String, String>,
+    pod: request::PodInfo,
+    identity: Option<Identity>,
+    default_mode: u32,
+    default_cloud: CloudName,
+) -> Result<MountPlan, MountError> {
+    let spc = SecretProviderClass::from_attributes(parameters)?;
+    let cloud = CloudEnvironment::resolve(
+        spc.cloud_name.unwrap_or(default_cloud),
+        spc.cloud_env_file.as_deref(),
+    )?;
+    let identity = match identity {
+        Some(identity) => identity,
+        None => self::identity(
+            &spc,
+            &pod,
+            parameters,
+            &request::NodePublishSecrets::default(),
+        )?,
+    };
+    let vault_url = cloud.vault_url(&spc.keyvault_name);
+    Ok(MountPlan {
+        pod,
+        spc,
+        cloud,
+        identity,
+        default_mode,
+        vault_url,
+    })
+}
+
 /// The decoded attributes, zeroized when the plan is made: they hold service-account tokens.
 struct Scrubbed(HashMap<String, String>);
 
