@@ -34,20 +34,8 @@ pub fn plan(req: &MountRequest, default_cloud: CloudName) -> Result<MountPlan, M
     let secrets = request::secrets(&req.secrets)?;
     let default_mode = request::permission(&req.permission)?;
     let pod = request::pod_info(attrs)?;
-    let spc = SecretProviderClass::from_attributes(attrs)?;
-    let cloud = CloudEnvironment::resolve(
-        spc.cloud_name.unwrap_or(default_cloud),
-        spc.cloud_env_file.as_deref(),
-    )?;
-    let identity = identity(&spc, &pod, attrs, &secrets)?;
-    let vault_url = cloud.vault_url(&spc.keyvault_name);
-    Ok(MountPlan {
-        pod,
-        spc,
-        cloud,
-        identity,
-        default_mode,
-        vault_url,
+    assemble(attrs, pod, default_mode, default_cloud, |spc, pod| {
+        identity(spc, pod, attrs, &secrets)
     })
 }
 
@@ -62,20 +50,37 @@ pub fn plan_from_parts(
     default_mode: u32,
     default_cloud: CloudName,
 ) -> Result<MountPlan, MountError> {
+    assemble(
+        parameters,
+        pod,
+        default_mode,
+        default_cloud,
+        |spc, pod| match identity {
+            Some(identity) => Ok(identity),
+            None => self::identity(
+                spc,
+                pod,
+                parameters,
+                &request::NodePublishSecrets::default(),
+            ),
+        },
+    )
+}
+
+/// The SPC, the cloud and the identity (chosen by `choose` once the SPC is read) into a plan.
+fn assemble(
+    parameters: &HashMap<String, String>,
+    pod: request::PodInfo,
+    default_mode: u32,
+    default_cloud: CloudName,
+    choose: impl FnOnce(&SecretProviderClass, &request::PodInfo) -> Result<Identity, AuthError>,
+) -> Result<MountPlan, MountError> {
     let spc = SecretProviderClass::from_attributes(parameters)?;
     let cloud = CloudEnvironment::resolve(
         spc.cloud_name.unwrap_or(default_cloud),
         spc.cloud_env_file.as_deref(),
     )?;
-    let identity = match identity {
-        Some(identity) => identity,
-        None => self::identity(
-            &spc,
-            &pod,
-            parameters,
-            &request::NodePublishSecrets::default(),
-        )?,
-    };
+    let identity = choose(&spc, &pod)?;
     let vault_url = cloud.vault_url(&spc.keyvault_name);
     Ok(MountPlan {
         pod,
