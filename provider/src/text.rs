@@ -41,6 +41,21 @@ pub fn printable(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// An error and its causes on one printable line, each cause once (a cause that repeats its
+/// wrapper's text is left out), cut to `max_chars` characters.
+pub fn chain(err: &(dyn std::error::Error + 'static), max_chars: usize) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut current = err.source();
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    printable(&parts.join(": "), max_chars)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{MAX_QUOTED_CHARS, printable, quote};

@@ -318,7 +318,7 @@ impl TokenProxyTransport {
             .get(format!("https://{address}/"))
             .send()
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
+            .map_err(|e| fail(crate::text::chain(&e, 300)))?;
         let leaf = response
             .extensions()
             .get::<reqwest::tls::TlsInfo>()
@@ -431,20 +431,6 @@ fn certificates(pem: &[u8], path: &Path) -> Result<Vec<reqwest::Certificate>, To
         return Err(fail("holds no PEM CERTIFICATE".into()));
     }
     Ok(certs)
-}
-
-/// An error and its causes on one line (TLS reasons sit deep in reqwest's chain).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut current = err.source();
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

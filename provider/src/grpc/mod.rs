@@ -213,6 +213,11 @@ impl CsiDriverProvider for ProviderService {
                     error = %status.message(),
                     "mount failed"
                 );
+                // The whole cause chain (HTTP, TLS, socket) at -v=5, for whoever debugs it.
+                tracing::trace!(
+                    causes = %crate::text::chain(&error, 2000),
+                    "mount failure causes"
+                );
                 Err(status)
             }
         }

@@ -1,12 +1,39 @@
 //! Key Vault and token errors, classified from SDK errors into what an operator can act on.
 
-use super::ObjectKind;
+use super::{ObjectKind, Permission};
 use azure_core::error::ErrorKind;
 use std::time::Duration;
 
 /// Longest piece of service text carried into an error message (room for our own advice, such as
 /// the token proxy's flag and CA file, after a long cause).
 const MAX_DETAIL_CHARS: usize = 500;
+
+/// The SDK error behind a classified [`KeyVaultError`]: its `source`, so the whole chain (HTTP
+/// status, TLS, socket) stays available to logs and debuggers instead of only our summary.
+/// Shared (`Arc`) because a coalesced read hands one error to many Mounts; never compared: two
+/// errors are equal when they mean the same to an operator.
+#[derive(Debug, Clone)]
+pub struct SdkCause(pub std::sync::Arc<azure_core::Error>);
+
+impl PartialEq for SdkCause {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SdkCause {}
+
+impl std::fmt::Display for SdkCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SdkCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
 
 /// Errors reading from Key Vault (including getting the token for it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,9 +67,12 @@ pub enum KeyVaultError {
         /// The collection the object is in.
         kind: ObjectKind,
         /// `get` or `list`.
-        permission: &'static str,
+        permission: Permission,
         /// Key Vault's own words.
         detail: String,
+        /// The SDK error it was classified from (its chain: HTTP, TLS, socket), if any.
+        #[source]
+        cause: Option<SdkCause>,
     },
     /// The object exists but the requested version is disabled.
     #[error(
@@ -69,6 +99,9 @@ pub enum KeyVaultError {
         code: String,
         /// Key Vault's own words (first line).
         detail: String,
+        /// The SDK error it was classified from (its chain: HTTP, TLS, socket), if any.
+        #[source]
+        cause: Option<SdkCause>,
     },
     /// Key Vault rejected the token (wrong tenant, wrong audience, firewall on identity).
     #[error(
@@ -79,18 +112,27 @@ pub enum KeyVaultError {
         vault: String,
         /// Key Vault's own words.
         detail: String,
+        /// The SDK error it was classified from (its chain: HTTP, TLS, socket), if any.
+        #[source]
+        cause: Option<SdkCause>,
     },
     /// The token service refused to issue a token (bad secret, no federated credential, unknown client).
     #[error("getting a Key Vault token failed: {detail}")]
     Authentication {
         /// The token service's words (never a secret).
         detail: String,
+        /// The SDK error it was classified from (its chain: HTTP, TLS, socket), if any.
+        #[source]
+        cause: Option<SdkCause>,
     },
     /// The token service could not be reached or failed on its side.
     #[error("the token service is unavailable: {detail}; the driver will retry")]
     AuthenticationUnavailable {
         /// What failed.
         detail: String,
+        /// The SDK error it was classified from (its chain: HTTP, TLS, socket), if any.
+        #[source]
+        cause: Option<SdkCause>,
     },
     /// Key Vault throttled the requests (HTTP 429) and retries ran out.
     #[error("Key Vault {vault} throttled the requests (HTTP 429){}; the driver will retry", retry_after.map(|d| format!(", asking to wait {}s", d.as_secs())).unwrap_or_default())]
@@ -107,6 +149,9 @@ pub enum KeyVaultError {
         vault: String,
         /// What failed.
         detail: String,
+        /// The SDK error it was classified from (its chain: HTTP, TLS, socket), if any.
+        #[source]
+        cause: Option<SdkCause>,
     },
     /// The vault holds more secrets than a bulk entry may scan.
     #[error(
@@ -127,6 +172,9 @@ pub enum KeyVaultError {
         object: String,
         /// What was wrong.
         detail: String,
+        /// The SDK error it was classified from (its chain: HTTP, TLS, socket), if any.
+        #[source]
+        cause: Option<SdkCause>,
     },
 }
 
@@ -323,14 +371,17 @@ fn retry_after(raw: Option<&azure_core::http::RawResponse>) -> Option<Duration> 
 /// Turns an SDK error for `object` (of collection `kind`) in `vault` during `permission`
 /// (`get`/`list`) into a [`KeyVaultError`].
 pub fn classify(
-    err: &azure_core::Error,
+    err: azure_core::Error,
     vault: &str,
     object: &str,
     kind: ObjectKind,
-    permission: &'static str,
+    permission: Permission,
 ) -> KeyVaultError {
     let vault = vault.to_owned();
     let object = object.to_owned();
+    let shared = std::sync::Arc::new(err);
+    let err = shared.as_ref();
+    let cause = Some(SdkCause(shared.clone()));
     match err.kind() {
         ErrorKind::HttpResponse {
             status,
@@ -355,6 +406,7 @@ pub fn classify(
                     vault,
                     code: has(&NETWORK_CODES).unwrap_or_default(),
                     detail: with_client_address(&detail, &message),
+                    cause,
                 },
                 403 if has(&DISABLED_CODES).is_some() => KeyVaultError::Disabled { vault, object },
                 403 => KeyVaultError::Forbidden {
@@ -363,17 +415,27 @@ pub fn classify(
                     kind,
                     permission,
                     detail,
+                    cause,
                 },
-                401 => KeyVaultError::Unauthorized { vault, detail },
+                401 => KeyVaultError::Unauthorized {
+                    vault,
+                    detail,
+                    cause,
+                },
                 429 => KeyVaultError::Throttled {
                     vault,
                     retry_after: retry_after(raw),
                 },
-                408 | 500..=599 => KeyVaultError::Unavailable { vault, detail },
+                408 | 500..=599 => KeyVaultError::Unavailable {
+                    vault,
+                    detail,
+                    cause,
+                },
                 _ => KeyVaultError::BadResponse {
                     vault,
                     object,
                     detail,
+                    cause,
                 },
             }
         }
@@ -381,25 +443,30 @@ pub fn classify(
             let detail = describe(err);
             match crate::auth::TokenFailure::of(err) {
                 crate::auth::TokenFailure::Unavailable => {
-                    KeyVaultError::AuthenticationUnavailable { detail }
+                    KeyVaultError::AuthenticationUnavailable { detail, cause }
                 }
                 crate::auth::TokenFailure::Garbled => KeyVaultError::AuthenticationUnavailable {
                     detail: format!(
                         "the token service answered with something that is not a token response: {detail}"
                     ),
+                    cause,
                 },
-                crate::auth::TokenFailure::Rejected => KeyVaultError::Authentication { detail },
+                crate::auth::TokenFailure::Rejected => {
+                    KeyVaultError::Authentication { detail, cause }
+                }
             }
         }
         ErrorKind::Connection | ErrorKind::Io => KeyVaultError::Unavailable {
             vault,
             // The cause (reset, refused, certificate) is in the sources, not the top message.
             detail: describe(err),
+            cause,
         },
         _ => KeyVaultError::BadResponse {
             vault,
             object,
             detail: clip(&err.to_string()),
+            cause,
         },
     }
 }
@@ -407,6 +474,38 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SDK error and its own causes stay reachable as the classified error's sources.
+    #[test]
+    fn the_sdk_error_stays_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let sdk = azure_core::Error::with_error(ErrorKind::Io, io, "sending the request failed");
+        let e = classify(sdk, "kv1", "secret/s", ObjectKind::Secret, Permission::Get);
+        assert_eq!(e.kind(), "unavailable");
+        let mut chain = Vec::new();
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(next) = current {
+            chain.push(next.to_string());
+            current = next.source();
+        }
+        assert!(chain.len() >= 3, "{chain:?}");
+        assert!(
+            chain.iter().any(|c| c.contains("reset by peer")),
+            "{chain:?}"
+        );
+        // Causes take no part in equality: the same classification is the same error.
+        let again = classify(
+            azure_core::Error::with_message(
+                ErrorKind::Io,
+                "sending the request failed: reset by peer",
+            ),
+            "kv1",
+            "secret/s",
+            ObjectKind::Secret,
+            Permission::Get,
+        );
+        assert_eq!(e.kind(), again.kind());
+    }
 
     #[test]
     fn clip_keeps_one_bounded_line() {
@@ -431,8 +530,9 @@ mod tests {
             vault: "kv1".into(),
             object: "key/signing".into(),
             kind: ObjectKind::Key,
-            permission: "get",
+            permission: Permission::Get,
             detail: "denied".into(),
+            cause: None,
         };
         assert_eq!(
             e.to_string(),

@@ -9,7 +9,7 @@ mod scripted;
 mod sdk;
 
 pub use cache::{CachedVault, ReadCache, ReadCacheConfig};
-pub use error::{KeyVaultError, classify, describe};
+pub use error::{KeyVaultError, SdkCause, classify, describe};
 pub use limit::{LimitedVault, VaultLimits};
 pub(crate) use retry::random_fraction;
 pub use retry::{RetryPolicy, RetryingVault};
@@ -28,6 +28,31 @@ pub const MAX_VERSIONS_SCANNED: usize = 10_000;
 pub const MAX_SECRETS_SCANNED: usize = 25_000;
 /// Secrets asked for per page of a listing (`maxresults`): Key Vault's largest page.
 pub const LIST_PAGE_SIZE: i32 = 25;
+
+/// The Key Vault permission an operation needs (data-plane `get` or `list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Read one object.
+    Get,
+    /// List versions or objects.
+    List,
+}
+
+impl Permission {
+    /// The name Key Vault's access policies and error messages use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::List => "list",
+        }
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The three collections of a vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

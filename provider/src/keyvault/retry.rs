@@ -117,9 +117,14 @@ impl RetryingVault {
                     KeyVaultError::Throttled { vault, retry_after } => {
                         KeyVaultError::Throttled { vault, retry_after }
                     }
-                    KeyVaultError::Unavailable { vault, detail } => KeyVaultError::Unavailable {
+                    KeyVaultError::Unavailable {
+                        vault,
+                        detail,
+                        cause,
+                    } => KeyVaultError::Unavailable {
                         vault,
                         detail: format!("{detail}; no time left to retry before the deadline"),
+                        cause,
                     },
                     other => other,
                 });
@@ -221,6 +226,7 @@ mod tests {
             KeyVaultError::Unavailable {
                 vault: "kv".into(),
                 detail: "503".into(),
+                cause: None,
             },
         ]);
         let vault = wrap(inner.clone(), Duration::from_secs(30));

@@ -3,7 +3,7 @@
 
 use super::{
     FetchedCertificate, FetchedKey, FetchedSecret, KeyVaultError, LIST_PAGE_SIZE,
-    MAX_VERSIONS_SCANNED, ObjectKind, SecretPage, SecretSummary, Vault, VaultConnector,
+    MAX_VERSIONS_SCANNED, ObjectKind, Permission, SecretPage, SecretSummary, Vault, VaultConnector,
     VersionInfo, classify, extend_listing, name_of, version_of,
 };
 use crate::{
@@ -137,6 +137,7 @@ impl SdkConnector {
             vault: vault.clone(),
             object: "-".into(),
             detail: format!("invalid vault URL {vault_url}: {e}"),
+            cause: Some(super::SdkCause(Arc::new(e))),
         };
         let secrets = SecretClient::new(
             vault_url,
@@ -289,6 +290,7 @@ impl SdkVault {
             vault: self.vault.clone(),
             object: object.to_owned(),
             detail: detail.to_owned(),
+            cause: None,
         }
     }
 
@@ -325,7 +327,7 @@ impl SdkVault {
         while let Some(item) = pager
             .try_next()
             .await
-            .map_err(|e| classify(&e, &self.vault, object, kind, "list"))?
+            .map_err(|e| classify(e, &self.vault, object, kind, Permission::List))?
         {
             if let Some(version) = entry(item) {
                 versions.push(version);
@@ -366,7 +368,7 @@ impl SdkVault {
             .secrets
             .get_secret(name, Some(options))
             .await
-            .map_err(|e| classify(&e, &self.vault, &object, ObjectKind::Secret, "get"))?;
+            .map_err(|e| classify(e, &self.vault, &object, ObjectKind::Secret, Permission::Get))?;
         let content_type = response
             .headers()
             .get_optional_str(&azure_core::http::headers::CONTENT_TYPE)
@@ -406,7 +408,7 @@ impl SdkVault {
             .keys
             .get_key(name, Some(options))
             .await
-            .map_err(|e| classify(&e, &self.vault, &object, ObjectKind::Key, "get"))?;
+            .map_err(|e| classify(e, &self.vault, &object, ObjectKind::Key, Permission::Get))?;
         let key = response
             .into_model()
             .map_err(|_| self.bad(&object, "the body is not a key bundle"))?
@@ -441,7 +443,15 @@ impl SdkVault {
             .certificates
             .get_certificate(name, Some(options))
             .await
-            .map_err(|e| classify(&e, &self.vault, &object, ObjectKind::Certificate, "get"))?;
+            .map_err(|e| {
+                classify(
+                    e,
+                    &self.vault,
+                    &object,
+                    ObjectKind::Certificate,
+                    Permission::Get,
+                )
+            })?;
         let certificate = response
             .into_model()
             .map_err(|_| self.bad(&object, "the body is not a certificate bundle"))?;
@@ -462,7 +472,8 @@ impl SdkVault {
         name: &str,
     ) -> Result<Vec<VersionInfo>, KeyVaultError> {
         let object = label(kind, name, None);
-        let failed = |e: azure_core::Error| classify(&e, &self.vault, &object, kind, "list");
+        let failed =
+            |e: azure_core::Error| classify(e, &self.vault, &object, kind, Permission::List);
         match kind {
             ObjectKind::Secret => {
                 let pager = self
@@ -512,8 +523,9 @@ impl SdkVault {
     /// One page of `GET /secrets`, Key Vault's largest page size.
     async fn read_secret_page(&self, next: Option<&str>) -> Result<SecretPage, KeyVaultError> {
         let object = "the list of secrets";
-        let failed =
-            |e: azure_core::Error| classify(&e, &self.vault, object, ObjectKind::Secret, "list");
+        let failed = |e: azure_core::Error| {
+            classify(e, &self.vault, object, ObjectKind::Secret, Permission::List)
+        };
         let continuation = match next {
             Some(link) => Some(PagerContinuation::Link(
                 url::Url::parse(link).map_err(|_| self.bad(object, "the nextLink is not a URL"))?,

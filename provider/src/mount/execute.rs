@@ -336,6 +336,7 @@ fn no_client(object: &KeyVaultObject) -> KeyVaultError {
         vault: object.keyvault_name.clone().unwrap_or_default(),
         object: object.version_id(),
         detail: "no client was opened for this vault".into(),
+        cause: None,
     }
 }
 
