@@ -107,8 +107,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (idle_rss, _) = rss(pid);
     println!(
-        "akv-csi-provider benchmark (binary: {})",
-        env!("CARGO_BIN_EXE_akv-csi-provider")
+        "akv-csi-provider benchmark (binary: {}; AKV_PROVIDER_BIN picks another)",
+        support::provider::binary().display()
     );
     println!("idle RSS: {:.1} MiB", idle_rss as f64 / 1024.0);
 
