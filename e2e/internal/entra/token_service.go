@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"akv-csi-provider/e2e/internal/fixtures"
 	"akv-csi-provider/e2e/internal/jwt"
 )
 
@@ -199,22 +200,33 @@ func (t *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	tenant := parts[0]
 	if err := r.ParseForm(); err != nil {
-		t.fail(w, Outcome{Tenant: tenant}, 400, "invalid_request", 900144, "The request body must be form encoded.")
+		t.fail(w, Outcome{Tenant: tenant}, 400, "missing-parameter", map[string]string{"parameter": "grant_type"})
 		return
 	}
 	f := r.PostForm
 	out := Outcome{Tenant: tenant, ClientID: f.Get("client_id")}
 	if f.Get("grant_type") != "client_credentials" {
-		t.fail(w, out, 400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type '"+f.Get("grant_type")+"'.")
+		if !f.Has("grant_type") {
+			t.fail(w, out, 400, "missing-parameter", map[string]string{"parameter": "grant_type"})
+			return
+		}
+		t.fail(w, out, 400, "unsupported-grant-type", map[string]string{"grant_type": f.Get("grant_type")})
 		return
 	}
 	if out.ClientID == "" {
-		t.fail(w, out, 400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
+		t.fail(w, out, 400, "missing-parameter", map[string]string{"parameter": "client_id"})
 		return
 	}
 	scopes := strings.Fields(f.Get("scope"))
-	if len(scopes) != 1 || !strings.HasSuffix(scopes[0], "/.default") {
-		t.fail(w, out, 400, "invalid_scope", 1002012, "The provided value for scope "+f.Get("scope")+" is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).")
+	switch {
+	case !f.Has("scope"):
+		t.fail(w, out, 400, "missing-parameter", map[string]string{"parameter": "scope"})
+		return
+	case len(scopes) != 1:
+		t.fail(w, out, 400, "invalid-scope", map[string]string{"scope": f.Get("scope")})
+		return
+	case !strings.HasSuffix(scopes[0], "/.default"):
+		t.fail(w, out, 400, "scope-without-default", map[string]string{"scope": scopes[0]})
 		return
 	}
 	resource := strings.TrimSuffix(scopes[0], "/.default")
@@ -222,7 +234,7 @@ func (t *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	app, ok := t.apps[tenant+"/"+out.ClientID]
 	t.mu.Unlock()
 	if !ok {
-		t.fail(w, out, 400, "unauthorized_client", 700016, fmt.Sprintf("Application with identifier '%s' was not found in the directory '%s'.", out.ClientID, tenant))
+		t.fail(w, out, 400, "application-not-found", map[string]string{"client_id": out.ClientID, "tenant": tenant})
 		return
 	}
 	switch {
@@ -230,29 +242,31 @@ func (t *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out.Grant = "client_secret"
 		secret := f.Get("client_secret")
 		if !slices.ContainsFunc(app.Secrets, func(s string) bool { return subtle.ConstantTimeCompare([]byte(s), []byte(secret)) == 1 }) {
-			t.fail(w, out, 401, "invalid_client", 7000215, fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", out.ClientID))
+			t.fail(w, out, 401, "invalid-client-secret", map[string]string{"client_id": out.ClientID})
 			return
 		}
 	case f.Has("client_assertion"):
 		out.Grant = "client_assertion"
 		if f.Get("client_assertion_type") != jwtBearer {
-			t.fail(w, out, 400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_assertion_type' equal to '"+jwtBearer+"'.")
+			t.fail(w, out, 400, "invalid-client-assertion-type", nil)
 			return
 		}
 		if tok, err := jwt.Parse(f.Get("client_assertion")); err == nil {
 			out.Assertion = AssertionClaims{Issuer: tok.String("iss"), Subject: tok.String("sub"), Audiences: tok.Audiences()}
 		}
-		if status, code, msg := t.checkAssertion(app, f.Get("client_assertion")); code != 0 {
-			t.fail(w, out, status, "invalid_client", code, msg)
+		if status, fixture, vars := t.checkAssertion(app, f.Get("client_assertion")); fixture != "" {
+			t.fail(w, out, status, fixture, vars)
 			return
 		}
 	default:
-		t.fail(w, out, 400, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+		t.fail(w, out, 400, "missing-client-credential", nil)
 		return
 	}
 	tok, exp, err := t.Issue(tenant, out.ClientID, resource)
 	if err != nil {
-		t.fail(w, out, 500, "server_error", 50000, "signing failed")
+		out.Status = 500
+		t.record(out)
+		http.Error(w, "signing failed", http.StatusInternalServerError)
 		return
 	}
 	out.Status = 200
@@ -261,11 +275,12 @@ func (t *TokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": tok})
 }
 
-// checkAssertion validates a federated credential's client assertion; code 0 means accepted.
-func (t *TokenService) checkAssertion(app *App, assertion string) (int, int, string) {
+// checkAssertion validates a federated credential's client assertion; it returns the status and
+// the Entra error fixture (with its placeholders) of a refusal, no fixture when accepted.
+func (t *TokenService) checkAssertion(app *App, assertion string) (int, string, map[string]string) {
 	tok, err := jwt.Parse(assertion)
 	if err != nil {
-		return 400, 50027, "JWT token is invalid or malformed."
+		return 400, "assertion-malformed", nil
 	}
 	iss := tok.String("iss")
 	var byIssuer []FederatedCredential
@@ -275,11 +290,11 @@ func (t *TokenService) checkAssertion(app *App, assertion string) (int, int, str
 		}
 	}
 	if len(byIssuer) == 0 {
-		return 400, 700211, fmt.Sprintf("No matching federated identity record found for presented assertion issuer '%s'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.", iss)
+		return 400, "assertion-issuer-mismatch", map[string]string{"issuer": iss}
 	}
 	keys, err := t.issuerKeys(iss)
 	if err != nil {
-		return 400, 50166, fmt.Sprintf("Request to External OIDC endpoint failed: %v", err)
+		return 400, "issuer-discovery-failed", map[string]string{"cause": err.Error()}
 	}
 	kid, _ := tok.Header["kid"].(string)
 	var verified bool
@@ -292,13 +307,13 @@ func (t *TokenService) checkAssertion(app *App, assertion string) (int, int, str
 		}
 	}
 	if !verified {
-		return 401, 50013, "Assertion failed signature validation."
+		return 401, "assertion-signature-invalid", nil
 	}
 	now := time.Now().Unix()
 	exp, hasExp := tok.Number("exp")
 	nbf, hasNbf := tok.Number("nbf")
 	if !hasExp || now >= exp || (hasNbf && now+300 < nbf) {
-		return 400, 700024, "Client assertion is not within its valid time range."
+		return 400, "assertion-time-range", nil
 	}
 	sub := tok.String("sub")
 	var bySubject []FederatedCredential
@@ -308,16 +323,16 @@ func (t *TokenService) checkAssertion(app *App, assertion string) (int, int, str
 		}
 	}
 	if len(bySubject) == 0 {
-		return 400, 700213, fmt.Sprintf("No matching federated identity record found for presented assertion subject '%s'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.", sub)
+		return 400, "assertion-subject-mismatch", map[string]string{"subject": sub}
 	}
 	for _, fc := range bySubject {
 		for _, aud := range tok.Audiences() {
 			if slices.Contains(fc.Audiences, aud) {
-				return 0, 0, ""
+				return 0, "", nil
 			}
 		}
 	}
-	return 400, 700212, fmt.Sprintf("No matching federated identity record found for presented assertion audience '%s'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.", strings.Join(tok.Audiences(), ","))
+	return 400, "assertion-audience-mismatch", map[string]string{"audience": strings.Join(tok.Audiences(), ",")}
 }
 
 // issuerKeys fetches the issuer's JWKS through OIDC discovery, like Entra does.
@@ -356,19 +371,26 @@ func (t *TokenService) getJSON(url string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-func (t *TokenService) fail(w http.ResponseWriter, out Outcome, status int, errName string, code int, description string) {
-	out.Status, out.Code = status, code
+// fail answers with Entra error fixture name of tests/fixtures/entra-errors: vars fill its
+// placeholders, the service adds {trace_id}, {correlation_id}, {timestamp} and {authority}. The
+// outcome records the fixture's AADSTS code.
+func (t *TokenService) fail(w http.ResponseWriter, out Outcome, status int, name string, vars map[string]string) {
+	all := map[string]string{"trace_id": guid(), "correlation_id": guid(), "timestamp": time.Now().UTC().Format("2006-01-02 15:04:05Z"), "authority": t.Authority}
+	for k, v := range vars {
+		all[k] = v
+	}
+	body := fixtures.MustRender(fixtures.Entra, name, all)
+	var parsed struct {
+		Codes []int `json:"error_codes"`
+	}
+	if err := json.Unmarshal(body, &parsed); err != nil || len(parsed.Codes) == 0 {
+		panic(fmt.Sprintf("entra: fixture %s has no error_codes: %v", name, err))
+	}
+	out.Status, out.Code = status, parsed.Codes[0]
 	t.record(out)
-	trace, corr := guid(), guid()
-	writeJSON(w, status, map[string]any{
-		"error":             errName,
-		"error_description": fmt.Sprintf("AADSTS%d: %s Trace ID: %s Correlation ID: %s Timestamp: %s", code, description, trace, corr, time.Now().UTC().Format("2006-01-02 15:04:05Z")),
-		"error_codes":       []int{code},
-		"timestamp":         time.Now().UTC().Format("2006-01-02 15:04:05Z"),
-		"trace_id":          trace,
-		"correlation_id":    corr,
-		"error_uri":         t.Authority + "/error?code=" + fmt.Sprint(code),
-	})
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
 
 func (t *TokenService) record(o Outcome) {

@@ -273,18 +273,18 @@ func (s *Server) certificates(c *ctx, rest []string) {
 		c.json(200, s.certJSON(c, v))
 	case m == http.MethodGet && len(rest) == 1 && rest[0] == "pending":
 		if o == nil {
-			notFound(c, "certificate", "CertificateNotFound")
+			notFound(c, "certificate")
 			return
 		}
 		c.json(200, s.operationJSON(c))
 	case m == http.MethodGet && len(rest) == 1 && rest[0] == "versions":
 		if o == nil {
-			notFound(c, "certificate", "CertificateNotFound")
+			notFound(c, "certificate")
 			return
 		}
 		s.listVersions(c, "certificates", o, func(v *version) map[string]any { return s.certItemJSON(c, v) })
 	case m == http.MethodGet && len(rest) <= 1:
-		v := pick(c, o, rest, "certificate", "CertificateNotFound")
+		v := pick(c, o, rest, "certificate")
 		if v == nil {
 			return
 		}

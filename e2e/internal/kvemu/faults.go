@@ -2,10 +2,9 @@ package kvemu
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
+
+	"akv-csi-provider/e2e/internal/fixtures"
 )
 
 // Network refusals Key Vault answers with 403 before looking at permissions. The bodies are the
@@ -19,20 +18,10 @@ const (
 	ForbiddenByFirewall = "forbidden-by-firewall"
 )
 
-// fixtureDir is tests/fixtures/keyvault-errors, found from this source file (the emulator runs
-// from the repository: go test, go run).
-func fixtureDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "tests", "fixtures", "keyvault-errors")
-}
-
-// ErrorBody returns the Key Vault error body of fixture name (without .json).
+// ErrorBody returns the Key Vault error body of fixture name (without .json, one without
+// placeholders).
 func ErrorBody(name string) ([]byte, error) {
-	data, err := os.ReadFile(filepath.Join(fixtureDir(), name+".json"))
-	if err != nil {
-		return nil, fmt.Errorf("kvemu: Key Vault error fixture %s: %w", name, err)
-	}
-	return []byte(strings.TrimRight(string(data), "\n")), nil
+	return fixtures.Render(fixtures.KeyVault, name, nil)
 }
 
 // DenyNetwork makes vault answer every authenticated request with the 403 of fixture
@@ -63,4 +52,10 @@ func (c *ctx) raw(status int, body []byte) {
 	c.w.Header().Set("x-ms-keyvault-service-version", "1.9.0.0")
 	c.w.WriteHeader(status)
 	_, _ = c.w.Write(body)
+}
+
+// fixture answers with Key Vault error fixture name of tests/fixtures/keyvault-errors, its
+// placeholders filled from vars.
+func (c *ctx) fixture(status int, name string, vars map[string]string) {
+	c.raw(status, fixtures.MustRender(fixtures.KeyVault, name, vars))
 }

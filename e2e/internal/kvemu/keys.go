@@ -144,17 +144,17 @@ func (s *Server) keysRoute(c *ctx, rest []string) {
 		c.json(200, s.keyJSON(c, c.name, v))
 	case m == http.MethodGet && len(rest) == 1 && rest[0] == "versions":
 		if o == nil {
-			notFound(c, "key", "KeyNotFound")
+			notFound(c, "key")
 			return
 		}
 		s.listVersions(c, "keys", o, func(v *version) map[string]any { return s.keyItemJSON(c, v) })
 	case m == http.MethodGet && len(rest) <= 1:
-		v := pick(c, o, rest, "key", "KeyNotFound")
+		v := pick(c, o, rest, "key")
 		if v == nil {
 			return
 		}
 		if !v.enabled {
-			c.fail(403, "Forbidden", "Operation get is not allowed on a disabled key.", "KeyDisabled")
+			c.fixture(403, "key-disabled", nil)
 			return
 		}
 		c.json(200, s.keyJSON(c, c.name, v))

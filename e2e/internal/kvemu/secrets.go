@@ -60,7 +60,7 @@ func (s *Server) secrets(c *ctx, rest []string) {
 		c.json(200, s.secretJSON(c, v, true))
 	case m == http.MethodDelete && len(rest) == 0:
 		if o == nil {
-			notFound(c, "secret", "SecretNotFound")
+			notFound(c, "secret")
 			return
 		}
 		delete(c.vault.secrets, c.name)
@@ -70,22 +70,22 @@ func (s *Server) secrets(c *ctx, rest []string) {
 		c.json(200, out)
 	case m == http.MethodGet && len(rest) == 1 && rest[0] == "versions":
 		if o == nil {
-			notFound(c, "secret", "SecretNotFound")
+			notFound(c, "secret")
 			return
 		}
 		s.listVersions(c, "secrets", o, func(v *version) map[string]any { return s.secretJSON(c, v, false) })
 	case m == http.MethodGet && len(rest) <= 1:
-		v := pick(c, o, rest, "secret", "SecretNotFound")
+		v := pick(c, o, rest, "secret")
 		if v == nil {
 			return
 		}
 		if !v.enabled {
-			c.fail(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
+			c.fixture(403, "secret-disabled", nil)
 			return
 		}
 		c.json(200, s.secretJSON(c, v, true))
 	case m == http.MethodPatch && len(rest) <= 1:
-		v := pick(c, o, rest, "secret", "SecretNotFound")
+		v := pick(c, o, rest, "secret")
 		if v == nil {
 			return
 		}

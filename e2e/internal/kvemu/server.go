@@ -213,18 +213,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.vault = v
 	if apiVersion == "" {
-		c.fail(400, "BadParameter", "The 'api-version' query parameter is missing.", "")
+		c.fixture(400, "api-version-missing", nil)
 		return
 	}
 	if !slices.Contains(APIVersions, apiVersion) {
-		c.fail(400, "BadParameter", fmt.Sprintf("The specified version (%s) is not recognized. Consider using the latest supported version (2025-07-01).", apiVersion), "")
+		c.fixture(400, "api-version-unsupported", map[string]string{"api_version": apiVersion, "latest": "2025-07-01"})
 		return
 	}
 	challenge := fmt.Sprintf(`Bearer authorization="%s/%s", resource="%s"`, s.opts.Authority, v.tenant, s.opts.Resource)
 	token, isBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !isBearer || token == "" {
 		w.Header().Set("WWW-Authenticate", challenge)
-		c.fail(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.", "")
+		c.fixture(401, "unauthorized-missing-token", nil)
 		return
 	}
 	tenant, clientID, err := s.opts.Verify(token, s.opts.Resource)
@@ -367,15 +367,16 @@ func (s *Server) listVersions(c *ctx, kind string, o *object, item func(*version
 	c.json(200, map[string]any{"value": value, "nextLink": next})
 }
 
-func notFound(c *ctx, kind, code string) {
-	c.fail(404, code, fmt.Sprintf("A %s with (name/id) %s was not found in this key vault. If you recently deleted this %s you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182", kind, c.name, kind), "")
+// notFound answers Key Vault's 404 for object c.name of kind (secret, key, certificate).
+func notFound(c *ctx, kind string) {
+	c.fixture(404, kind+"-not-found", map[string]string{"name": c.name})
 }
 
 // pick returns the version the path names after the object name (rest: none for the latest, or
 // the version id), answering 404 itself.
-func pick(c *ctx, o *object, rest []string, kind, code string) *version {
+func pick(c *ctx, o *object, rest []string, kind string) *version {
 	if o == nil || len(o.versions) == 0 {
-		notFound(c, kind, code)
+		notFound(c, kind)
 		return nil
 	}
 	if len(rest) == 0 {
@@ -384,7 +385,7 @@ func pick(c *ctx, o *object, rest []string, kind, code string) *version {
 	id := rest[0]
 	v := o.find(id)
 	if v == nil {
-		c.fail(404, code, fmt.Sprintf("A %s with (name/id) %s/%s was not found in this key vault.", kind, c.name, id), "")
+		c.fixture(404, kind+"-not-found", map[string]string{"name": c.name + "/" + id})
 	}
 	return v
 }
