@@ -1,5 +1,10 @@
 //! Exercises the fake Azure services used by the integration tests.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::too_many_lines
+)] // one scenario per test
 
 mod support;
 
@@ -8,8 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::fake_azure::{
-    CertificateImport, FakeAzure, Fault, Recorded, SYSTEM_ASSIGNED_CLIENT_ID, SecretOpts, Service,
-    VAULT_RESOURCE,
+    CertificateImport, ENTRA_ERRORS, FakeAzure, Fault, KEYVAULT_ERRORS, Recorded,
+    SYSTEM_ASSIGNED_CLIENT_ID, SecretOpts, Service, VAULT_RESOURCE, fixture_names,
+    fixture_placeholders, fixture_template, render_fixture,
 };
 
 const TENANT: &str = "11111111-1111-1111-1111-111111111111";
@@ -988,4 +994,435 @@ async fn vault_permissions_per_collection() {
     )
     .await;
     assert_eq!(status, 403);
+}
+
+/// A fixture's placeholder values.
+type Vars<'a> = &'a [(&'a str, &'a str)];
+/// A token request case: fixture, its values, HTTP status, tenant, form.
+type TokenCase<'a> = (&'a str, Vars<'a>, u16, &'a str, Vec<(&'a str, &'a str)>);
+
+/// Key Vault error fixtures the fake has no fault for: it accepts every api-version.
+const KEYVAULT_NOT_MODELLED: &[&str] = &["api-version-unsupported"];
+/// Entra error fixtures the fake has no fault for: it compares client assertions as strings, so
+/// it never checks an assertion's issuer, audience, signature, time range or form.
+const ENTRA_NOT_MODELLED: &[&str] = &[
+    "assertion-audience-mismatch",
+    "assertion-issuer-mismatch",
+    "assertion-malformed",
+    "assertion-signature-invalid",
+    "assertion-time-range",
+    "issuer-discovery-failed",
+];
+
+/// Checks that a fixture list and the fixtures a fake served cover each other.
+fn assert_all_served(folder: &str, served: &[&str], not_modelled: &[&str]) {
+    let names = fixture_names(folder);
+    assert!(!names.is_empty(), "no fixtures in {folder}");
+    for name in &names {
+        let is_served = served.contains(&name.as_str());
+        let is_excused = not_modelled.contains(&name.as_str());
+        assert!(
+            is_served || is_excused,
+            "{folder}/{name} is neither served by the fake nor listed as not modelled"
+        );
+        assert!(
+            !(is_served && is_excused),
+            "{folder}/{name} is served but listed as not modelled"
+        );
+    }
+}
+
+/// Every Key Vault error the fake answers is a fixture of `tests/fixtures/keyvault-errors/`, byte
+/// for byte after substitution, and every fixture is served (or listed as not modelled).
+#[tokio::test]
+async fn every_keyvault_error_is_a_fixture() {
+    let (fake, http) = setup().await;
+    let token = secret_token(&http, &fake, CLIENT).await;
+    let stranger = fake.issue_token("no-grant", Some(TENANT), VAULT_RESOURCE);
+    fake.set_secret("kv1", "on", "value", SecretOpts::default());
+    let off = fake.set_secret("kv1", "off", "value", SecretOpts::default());
+    fake.disable_version("kv1", "off", &off);
+    let cert = fake.import_certificate(
+        "kv1",
+        "tls",
+        &CertificateImport {
+            cer: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+            secret_value: "UEZY".to_owned(),
+            content_type: "application/x-pkcs12".to_owned(),
+            jwk: Some(serde_json::json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"})),
+        },
+    );
+    fake.disable_version("kv1", "tls", &cert);
+    let issuer = format!("https://login.test:{}/{TENANT}/", fake.port());
+    let mut served = Vec::new();
+    let mut check =
+        |fixture: &'static str, vars: &[(&str, &str)], want: u16, got: (u16, String)| {
+            let body = render_fixture(KEYVAULT_ERRORS, fixture, vars);
+            assert_eq!(got, (want, body), "{fixture}");
+            served.push(fixture);
+        };
+    let text = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
+    };
+    let unauthenticated = http
+        .get(format!(
+            "{}secrets/on?api-version=7.4",
+            fake.vault_url("kv1")
+        ))
+        .send()
+        .await
+        .expect("request");
+    check(
+        "unauthorized-missing-token",
+        &[],
+        401,
+        text(unauthenticated).await,
+    );
+    check(
+        "api-version-missing",
+        &[],
+        400,
+        text(kv_get(&http, &fake, "/secrets/on", &token).await).await,
+    );
+    let cases: [(&str, &str, Vars, u16); 8] = [
+        (
+            "/secrets/nope?api-version=7.4",
+            "secret-not-found",
+            &[("name", "nope")],
+            404,
+        ),
+        (
+            "/secrets/on/0123abcd?api-version=7.4",
+            "secret-not-found",
+            &[("name", "on/0123abcd")],
+            404,
+        ),
+        (
+            "/keys/nope?api-version=7.4",
+            "key-not-found",
+            &[("name", "nope")],
+            404,
+        ),
+        (
+            "/certificates/nope?api-version=7.4",
+            "certificate-not-found",
+            &[("name", "nope")],
+            404,
+        ),
+        ("/secrets/off?api-version=7.4", "secret-disabled", &[], 403),
+        ("/secrets/tls?api-version=7.4", "secret-disabled", &[], 403),
+        ("/keys/tls?api-version=7.4", "key-disabled", &[], 403),
+        (
+            "/certificates/tls?api-version=7.4",
+            "certificate-disabled",
+            &[],
+            403,
+        ),
+    ];
+    for (path, fixture, vars, status) in cases {
+        check(
+            fixture,
+            vars,
+            status,
+            text(kv_get(&http, &fake, path, &token).await).await,
+        );
+    }
+    check(
+        "forbidden-by-access-policy",
+        &[
+            ("client_id", "no-grant"),
+            ("object_id", "no-grant"),
+            ("issuer", &issuer),
+            ("collection", "secrets"),
+            ("permission", "get"),
+            ("vault", "kv1"),
+        ],
+        403,
+        text(kv_get(&http, &fake, "/secrets/on?api-version=7.4", &stranger).await).await,
+    );
+    fake.inject("kv1", "on", Fault::throttled(1).times(1));
+    check(
+        "throttled",
+        &[],
+        429,
+        text(kv_get(&http, &fake, "/secrets/on?api-version=7.4", &token).await).await,
+    );
+    for name in [
+        "forbidden-by-connection",
+        "forbidden-by-firewall",
+        "forbidden-by-rbac",
+    ] {
+        fake.inject("kv1", "on", Fault::keyvault_error(name).times(1));
+        check(
+            name,
+            &[],
+            403,
+            text(kv_get(&http, &fake, "/secrets/on?api-version=7.4", &token).await).await,
+        );
+    }
+    assert_all_served(KEYVAULT_ERRORS, &served, KEYVAULT_NOT_MODELLED);
+}
+
+/// A JWT-shaped client assertion with claim `sub` (unsigned: the fake only compares strings).
+fn assertion_with_subject(sub: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2ln",
+        b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+        b64(serde_json::json!({"sub": sub, "aud": "api://AzureADTokenExchange"}))
+    )
+}
+
+/// Every error the token authority answers is a fixture of `tests/fixtures/entra-errors/`, byte
+/// for byte once its generated ids and timestamp are filled in, and every fixture is served (or
+/// listed as not modelled).
+#[tokio::test]
+async fn every_entra_error_is_a_fixture() {
+    let (fake, http) = setup().await;
+    fake.add_federated_identity(TENANT, "wi", "the-expected-assertion");
+    let stranger = assertion_with_subject("system:serviceaccount:ns:intruder");
+    let timestamp = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z$").expect("regex");
+    let jwt = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let cases: Vec<TokenCase> = vec![
+        (
+            "invalid-client-secret",
+            &[("client_id", CLIENT)],
+            401,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_id", CLIENT),
+                ("client_secret", "wrong"),
+            ],
+        ),
+        (
+            "application-not-found",
+            &[("client_id", "ghost"), ("tenant", TENANT)],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_id", "ghost"),
+                ("client_secret", "x"),
+            ],
+        ),
+        (
+            "tenant-not-found",
+            &[("tenant", "no-such-tenant")],
+            400,
+            "no-such-tenant",
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+            ],
+        ),
+        (
+            "unsupported-grant-type",
+            &[("grant_type", "password")],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "password"),
+                ("scope", SCOPE),
+                ("client_id", CLIENT),
+            ],
+        ),
+        (
+            "missing-parameter",
+            &[("parameter", "grant_type")],
+            400,
+            TENANT,
+            vec![
+                ("scope", SCOPE),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+            ],
+        ),
+        (
+            "missing-parameter",
+            &[("parameter", "client_id")],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_secret", SECRET),
+            ],
+        ),
+        (
+            "missing-parameter",
+            &[("parameter", "scope")],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+            ],
+        ),
+        (
+            "scope-without-default",
+            &[("scope", "https://vault.test")],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", "https://vault.test"),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+            ],
+        ),
+        (
+            "invalid-scope",
+            &[("scope", "a/.default b/.default")],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", "a/.default b/.default"),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+            ],
+        ),
+        (
+            "missing-client-credential",
+            &[],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_id", CLIENT),
+            ],
+        ),
+        (
+            "invalid-client-assertion-type",
+            &[],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_id", "wi"),
+                ("client_assertion", "x"),
+                ("client_assertion_type", "other"),
+            ],
+        ),
+        (
+            "assertion-subject-mismatch",
+            &[("subject", "system:serviceaccount:ns:intruder")],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_id", "wi"),
+                ("client_assertion", &stranger),
+                ("client_assertion_type", jwt),
+            ],
+        ),
+        (
+            "assertion-subject-mismatch",
+            &[("subject", "")],
+            400,
+            TENANT,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", SCOPE),
+                ("client_id", "wi"),
+                ("client_assertion", "not-a-jwt"),
+                ("client_assertion_type", jwt),
+            ],
+        ),
+    ];
+    let mut served = Vec::new();
+    for (fixture, vars, status, tenant, form) in cases {
+        let response = token_request(&http, &fake, tenant, &form).await;
+        let got_status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{fixture}: {e}: {text}"));
+        let field = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+        let (trace, correlation, stamp) = (
+            field("trace_id"),
+            field("correlation_id"),
+            field("timestamp"),
+        );
+        assert!(timestamp.is_match(&stamp), "{fixture}: timestamp {stamp}");
+        let mut all = vec![
+            ("trace_id", trace.as_str()),
+            ("correlation_id", correlation.as_str()),
+            ("timestamp", stamp.as_str()),
+            ("authority", "https://login.test"),
+        ];
+        all.extend_from_slice(vars);
+        let want = render_fixture(ENTRA_ERRORS, fixture, &all);
+        assert_eq!((got_status, text), (status, want), "{fixture}");
+        served.push(fixture);
+    }
+    assert_all_served(ENTRA_ERRORS, &served, ENTRA_NOT_MODELLED);
+}
+
+/// Fixtures are one line of JSON in the service's shape; substitution escapes values as JSON and
+/// does not substitute inside substituted values.
+#[test]
+fn fixtures_are_well_formed() {
+    for folder in [KEYVAULT_ERRORS, ENTRA_ERRORS] {
+        for name in fixture_names(folder) {
+            let template = fixture_template(folder, &name);
+            assert!(
+                !template.contains('\n'),
+                "{folder}/{name}: more than one line"
+            );
+            let hostile: Vec<(String, String)> = fixture_placeholders(&template)
+                .into_iter()
+                .map(|p| {
+                    let value = format!("a\"b\\c<d>\r\n{{{p}}}");
+                    (p, value)
+                })
+                .collect();
+            let vars: Vec<(&str, &str)> = hostile
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let rendered = render_fixture(folder, &name, &vars);
+            let body: Value = serde_json::from_str(&rendered)
+                .unwrap_or_else(|e| panic!("{folder}/{name}: {e}: {rendered}"));
+            if folder == KEYVAULT_ERRORS {
+                assert!(body["error"]["code"].is_string(), "{folder}/{name}");
+                assert!(body["error"]["message"].is_string(), "{folder}/{name}");
+            } else {
+                for key in [
+                    "error",
+                    "error_description",
+                    "error_codes",
+                    "timestamp",
+                    "trace_id",
+                    "correlation_id",
+                    "error_uri",
+                ] {
+                    assert!(body.get(key).is_some(), "{folder}/{name}: no {key}");
+                }
+                let code = body["error_codes"][0].as_u64().expect("error_codes");
+                let description = body["error_description"].as_str().expect("description");
+                assert!(
+                    description.starts_with(&format!("AADSTS{code}: ")),
+                    "{folder}/{name}"
+                );
+            }
+            for (p, value) in &hostile {
+                let quoted = Value::String(value.clone()).to_string();
+                assert!(
+                    rendered.contains(&quoted[1..quoted.len() - 1]),
+                    "{folder}/{name}: {{{p}}} not substituted verbatim: {rendered}"
+                );
+            }
+        }
+    }
 }

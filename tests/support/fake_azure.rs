@@ -207,14 +207,12 @@ impl Fault {
             .with_header("Content-Type", content_type)
     }
 
-    /// A 429 with `Retry-After: <secs>` and a Key Vault style throttling body.
+    /// A 429 with `Retry-After: <secs>` and Key Vault's throttling body
+    /// (`tests/fixtures/keyvault-errors/throttled.json`).
     pub fn throttled(retry_after_secs: u64) -> Self {
         Self::status(429)
             .with_header("Retry-After", &retry_after_secs.to_string())
-            .with_body(
-                &json!({"error": {"code": "Throttled", "message": "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached"}})
-                    .to_string(),
-            )
+            .with_body(&keyvault_error_body("throttled"))
     }
 
     /// A 403 with one of Key Vault's error bodies from `tests/fixtures/keyvault-errors/` (`name`
@@ -1373,29 +1371,39 @@ fn route(shared: &Shared, req: &Req, secure: bool) -> Reply {
 // ---------------------------------------------------------------------------
 // Entra ID token authority
 
-fn entra_error(status: u16, error: &str, code: u32, description: &str) -> Reply {
-    let trace = random_guid();
-    let correlation = random_guid();
-    Reply::json(
-        status,
-        &json!({
-            "error": error,
-            "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation}"),
-            "error_codes": [code],
-            "trace_id": trace,
-            "correlation_id": correlation,
-            "error_uri": format!("https://{AUTHORITY_HOST}/error?code={code}"),
-        }),
-    )
+/// Entra's error answer: fixture `name` of `tests/fixtures/entra-errors/`, its placeholders filled
+/// from `vars`; the fake adds `{trace_id}`, `{correlation_id}`, `{timestamp}` and `{authority}`.
+fn entra_error(status: u16, name: &str, vars: &[(&str, &str)]) -> Reply {
+    let (trace, correlation) = (random_guid(), random_guid());
+    let timestamp = entra_timestamp(unix_now());
+    let authority = format!("https://{AUTHORITY_HOST}");
+    let mut all = vec![
+        ("trace_id", trace.as_str()),
+        ("correlation_id", correlation.as_str()),
+        ("timestamp", timestamp.as_str()),
+        ("authority", authority.as_str()),
+    ];
+    all.extend_from_slice(vars);
+    fixture_reply(status, ENTRA_ERRORS, name, &all)
 }
 
 fn missing_parameter(name: &str) -> Reply {
-    entra_error(
-        400,
-        "invalid_request",
-        900_144,
-        &format!("The request body must contain the following parameter: '{name}'."),
-    )
+    entra_error(400, "missing-parameter", &[("parameter", name)])
+}
+
+/// The `sub` claim of a JWT (unverified), empty if `assertion` is not one.
+fn assertion_subject(assertion: &str) -> String {
+    assertion
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("sub").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn authority(st: &mut State, req: &Req) -> (Option<String>, Reply) {
@@ -1434,23 +1442,15 @@ fn check_token_request(
     form: &HashMap<String, String>,
 ) -> Result<(String, String), Reply> {
     let Some(apps) = st.tenants.get(tenant) else {
-        return Err(entra_error(
-            400,
-            "invalid_request",
-            90_002,
-            &format!(
-                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-            ),
-        ));
+        return Err(entra_error(400, "tenant-not-found", &[("tenant", tenant)]));
     };
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some(other) => {
             return Err(entra_error(
                 400,
-                "unsupported_grant_type",
-                70_003,
-                &format!("The app requested an unsupported grant type '{other}'."),
+                "unsupported-grant-type",
+                &[("grant_type", other)],
             ));
         }
         None => return Err(missing_parameter("grant_type")),
@@ -1463,74 +1463,39 @@ fn check_token_request(
         .ok_or_else(|| missing_parameter("scope"))?;
     let scopes: Vec<&str> = scope.split_whitespace().collect();
     let resource = match scopes.as_slice() {
-        [single] => single.strip_suffix("/.default").ok_or_else(|| {
-            entra_error(
-                400,
-                "invalid_scope",
-                1_002_012,
-                &format!(
-                    "The provided value for scope {single} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
-                ),
-            )
-        })?,
-        _ => {
-            return Err(entra_error(
-                400,
-                "invalid_scope",
-                70_011,
-                "The provided request must include exactly one 'scope' value with the /.default suffix.",
-            ));
-        }
+        [single] => single
+            .strip_suffix("/.default")
+            .ok_or_else(|| entra_error(400, "scope-without-default", &[("scope", single)]))?,
+        _ => return Err(entra_error(400, "invalid-scope", &[("scope", scope)])),
     };
     let Some(app) = apps.get(client_id) else {
         return Err(entra_error(
             400,
-            "invalid_client",
-            700_016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
-            ),
+            "application-not-found",
+            &[("client_id", client_id), ("tenant", tenant)],
         ));
     };
     if let Some(secret) = form.get("client_secret") {
         if !app.secrets.iter().any(|s| s == secret) {
             return Err(entra_error(
                 401,
-                "invalid_client",
-                7_000_215,
-                &format!(
-                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-                ),
+                "invalid-client-secret",
+                &[("client_id", client_id)],
             ));
         }
     } else if let Some(assertion) = form.get("client_assertion") {
         if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
-            return Err(entra_error(
-                400,
-                "invalid_request",
-                900_144,
-                &format!(
-                    "The request body must contain the following parameter: 'client_assertion_type' equal to '{JWT_BEARER}'."
-                ),
-            ));
+            return Err(entra_error(400, "invalid-client-assertion-type", &[]));
         }
         if !app.assertions.iter().any(|a| a == assertion) {
             return Err(entra_error(
                 400,
-                "invalid_client",
-                700_213,
-                &format!(
-                    "No matching federated identity record found for presented assertion. Check the federated identity credentials of app '{client_id}' (subject, audience and issuer); matching is case-sensitive."
-                ),
+                "assertion-subject-mismatch",
+                &[("subject", &assertion_subject(assertion))],
             ));
         }
     } else {
-        return Err(entra_error(
-            400,
-            "invalid_client",
-            7_000_218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        ));
+        return Err(entra_error(400, "missing-client-credential", &[]));
     }
     Ok((client_id.clone(), resource.to_owned()))
 }
@@ -1665,15 +1630,117 @@ fn nmi(st: &mut State, req: &Req) -> (Option<String>, Reply) {
 // ---------------------------------------------------------------------------
 // Key Vault
 
-/// The body of `tests/fixtures/keyvault-errors/<name>.json`, without the final newline.
-pub fn keyvault_error_body(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/keyvault-errors")
-        .join(format!("{name}.json"));
+/// Folder of `tests/fixtures/` holding Key Vault's error bodies.
+pub const KEYVAULT_ERRORS: &str = "keyvault-errors";
+/// Folder of `tests/fixtures/` holding Entra ID's token endpoint error bodies.
+pub const ENTRA_ERRORS: &str = "entra-errors";
+
+/// `tests/fixtures/<folder>` of the repository.
+pub fn fixture_dir(folder: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(folder)
+}
+
+/// The fixtures of `folder` (file names without `.json`), sorted.
+pub fn fixture_names(folder: &str) -> Vec<String> {
+    let dir = fixture_dir(folder);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Fixture `name` of `folder` as stored (placeholders `{name}` unfilled), without the final newline.
+pub fn fixture_template(folder: &str, name: &str) -> String {
+    let path = fixture_dir(folder).join(format!("{name}.json"));
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .trim_end()
+        .trim_end_matches(['\r', '\n'])
         .to_owned()
+}
+
+/// The placeholders (`{name}`: lowercase letters and `_` in braces) of a template, in order of
+/// first use.
+pub fn fixture_placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end)
+                if end > 0
+                    && after[..end]
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                let name = after[..end].to_owned();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+                rest = &after[end + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
+}
+
+/// Fixture `name` of `folder` with each placeholder replaced, in one pass, by its value in `vars`
+/// escaped as JSON string content (as the Go stand-ins do). Panics when a placeholder has no
+/// value: the body would not be the service's.
+pub fn render_fixture(folder: &str, name: &str, vars: &[(&str, &str)]) -> String {
+    let template = fixture_template(folder, name);
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template.as_str();
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let placeholder = after
+            .find('}')
+            .map(|end| &after[..end])
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        if let Some(p) = placeholder {
+            let (_, value) = vars
+                .iter()
+                .find(|(k, _)| *k == p)
+                .unwrap_or_else(|| panic!("fixture {folder}/{name}: no value for {{{p}}}"));
+            let quoted = Value::String((*value).to_owned()).to_string();
+            out.push_str(&quoted[1..quoted.len() - 1]);
+            rest = &after[p.len() + 1..];
+        } else {
+            out.push('{');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The body of `tests/fixtures/keyvault-errors/<name>.json` (a fixture without placeholders).
+pub fn keyvault_error_body(name: &str) -> String {
+    render_fixture(KEYVAULT_ERRORS, name, &[])
+}
+
+/// A JSON answer whose body is a rendered fixture.
+fn fixture_reply(status: u16, folder: &str, name: &str, vars: &[(&str, &str)]) -> Reply {
+    Reply {
+        status,
+        headers: vec![(CONTENT_TYPE.to_string(), JSON.to_owned())],
+        body: render_fixture(folder, name, vars),
+        delay: None,
+        mangle: None,
+    }
+}
+
+/// Key Vault's error answer: fixture `name` of `tests/fixtures/keyvault-errors/`.
+fn kv_fixture(status: u16, name: &str, vars: &[(&str, &str)]) -> Reply {
+    fixture_reply(status, KEYVAULT_ERRORS, name, vars)
 }
 
 fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Reply {
@@ -1765,7 +1832,8 @@ fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<S
     else {
         return (
             None,
-            unauthorized("AKV10000: Request is missing a Bearer or PoP token."),
+            kv_fixture(401, "unauthorized-missing-token", &[])
+                .header("WWW-Authenticate", &challenge),
         );
     };
     let principal = token.principal;
@@ -1787,13 +1855,7 @@ fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<S
 
     let query = query_map(&req.query);
     if !query.contains_key("api-version") {
-        let reply = kv_error(
-            400,
-            "BadParameter",
-            "The 'api-version' query parameter is missing.",
-            None,
-        );
-        return (Some(principal), reply);
+        return (Some(principal), kv_fixture(400, "api-version-missing", &[]));
     }
     let Some((collection, op)) = parse_object_path(&req.path) else {
         let message = format!("The fake does not implement {}.", req.path);
@@ -1844,17 +1906,25 @@ fn object_op(
         .get(principal)
         .is_some_and(|p| p.contains(permission) || p.contains(&scoped))
     {
-        let message = format!(
-            "The user, group or application 'appid={principal};iss=https://{AUTHORITY_HOST}:{port}/{tenant}/' does not have {} {permission} permission on key vault '{vault_name};location=eastus'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
-            collection.as_str()
+        let issuer = format!("https://{AUTHORITY_HOST}:{port}/{tenant}/");
+        return kv_fixture(
+            403,
+            "forbidden-by-access-policy",
+            &[
+                ("client_id", principal),
+                ("object_id", principal),
+                ("issuer", &issuer),
+                ("collection", collection.as_str()),
+                ("permission", permission),
+                ("vault", vault_name),
+            ],
         );
-        return kv_error(403, "Forbidden", &message, Some("AccessDenied"));
     }
     let base = format!("https://{vault_name}.{VAULT_DNS_SUFFIX}:{port}");
     let object = vault
         .collection(collection)
         .get(&op.name().to_ascii_lowercase());
-    let (noun, code) = collection.noun();
+    let (noun, _) = collection.noun();
     match *op {
         SecretOp::Get { name, version } => {
             let found = object.and_then(|s| match version {
@@ -1868,12 +1938,7 @@ fn object_op(
                 (Some(object), Some(v)) if v.opts.enabled => {
                     Reply::json(200, &object_json(&base, collection, object, v, true))
                 }
-                (Some(_), Some(_)) => kv_error(
-                    403,
-                    "Forbidden",
-                    &format!("Operation get is not allowed on a disabled {noun}."),
-                    Some(&format!("{code}Disabled")),
-                ),
+                (Some(_), Some(_)) => kv_fixture(403, &format!("{noun}-disabled"), &[]),
                 _ => {
                     let id = version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}"));
                     not_found(collection, &id)
@@ -1959,12 +2024,10 @@ fn list_objects(
     Reply::json(200, &json!({"value": page, "nextLink": next_link}))
 }
 
+/// Key Vault's 404 for object `id` (`name` or `name/version`) of `collection`.
 fn not_found(collection: Collection, id: &str) -> Reply {
-    let (noun, code) = collection.noun();
-    let message = format!(
-        "A {noun} with (name/id) {id} was not found in this key vault. If you recently deleted this {noun} you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
-    );
-    kv_error(404, &format!("{code}NotFound"), &message, None)
+    let (noun, _) = collection.noun();
+    kv_fixture(404, &format!("{noun}-not-found"), &[("name", id)])
 }
 
 /// Listing order key: descending bit-reversed insertion index. Deterministic,
@@ -2192,5 +2255,27 @@ fn random_guid() -> String {
         &hex[12..16],
         &hex[16..20],
         &hex[20..32]
+    )
+}
+
+/// Entra's timestamp format, `2006-01-02 15:04:05Z` (UTC), for `unix` seconds.
+fn entra_timestamp(unix: u64) -> String {
+    let days = i64::try_from(unix / 86_400).expect("time in range");
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
     )
 }
