@@ -1085,6 +1085,34 @@ async fn every_keyvault_error_is_a_fixture() {
         400,
         text(kv_get(&http, &fake, "/secrets/on", &token).await).await,
     );
+    let on = "/secrets/on?api-version=7.4";
+    check(
+        "unauthorized-unknown-signing-key",
+        &[("jwt_header", "eyJhbGciOiJSUzI1NiJ9")],
+        401,
+        text(kv_get(&http, &fake, on, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").await).await,
+    );
+    check(
+        "unauthorized-unknown-signing-key",
+        &[("jwt_header", "")],
+        401,
+        text(kv_get(&http, &fake, on, "made-up").await).await,
+    );
+    let wrong_audience = fake.issue_token(CLIENT, Some(TENANT), "https://management.test");
+    check(
+        "unauthorized-wrong-audience",
+        &[("expected", VAULT_RESOURCE), ("found", "https://management.test")],
+        401,
+        text(kv_get(&http, &fake, on, &wrong_audience).await).await,
+    );
+    let other_tenant = fake.issue_token(CLIENT, Some("other-tenant"), VAULT_RESOURCE);
+    let found = format!("https://login.test:{}/other-tenant/", fake.port());
+    check(
+        "unauthorized-wrong-issuer",
+        &[("expected", &issuer), ("found", &found)],
+        401,
+        text(kv_get(&http, &fake, on, &other_tenant).await).await,
+    );
     let cases: [(&str, &str, Vars, u16); 8] = [
         (
             "/secrets/nope?api-version=7.4",
@@ -1161,6 +1189,14 @@ async fn every_keyvault_error_is_a_fixture() {
             text(kv_get(&http, &fake, "/secrets/on?api-version=7.4", &token).await).await,
         );
     }
+    let expiring = secret_token(&http, &fake, CLIENT).await;
+    fake.expire_all_tokens();
+    check(
+        "unauthorized-token-expired",
+        &[],
+        401,
+        text(kv_get(&http, &fake, on, &expiring).await).await,
+    );
     assert_all_served(KEYVAULT_ERRORS, &served, KEYVAULT_NOT_MODELLED);
 }
 

@@ -53,18 +53,22 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A `Name:   <n> kB` field of a `/proc/<pid>/` file, in KiB.
+fn proc_field(pid: u32, file: &str, name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// (VmRSS, VmHWM) in KiB.
 fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (
+        proc_field(pid, "status", "VmRSS:"),
+        proc_field(pid, "status", "VmHWM:"),
+    )
 }
 
 /// User + system CPU seconds of a process.
@@ -110,7 +114,14 @@ async fn main() {
         "akv-csi-provider benchmark (binary: {}; AKV_PROVIDER_BIN picks another)",
         support::provider::binary().display()
     );
-    println!("idle RSS: {:.1} MiB", idle_rss as f64 / 1024.0);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "idle RSS: {:.1} MiB ({:.1} MiB anonymous, {:.1} MiB of files: the binary and libraries; {} threads)",
+        mib(idle_rss),
+        mib(proc_field(pid, "status", "RssAnon:")),
+        mib(proc_field(pid, "status", "RssFile:")),
+        proc_field(pid, "status", "Threads:")
+    );
 
     let mut client = provider.client().await;
     // Warm up: token, client, challenge.
@@ -119,7 +130,29 @@ async fn main() {
         .await
         .expect("warm-up");
 
-    println!("\nMount latency (sequential, 50 mounts each):");
+    // `AKV_BENCH_ONLY=<objects>x<mounts>`: only that 0 ms row, for a profiler around the binary
+    // (e.g. an AKV_PROVIDER_BIN script running it under `valgrind --tool=callgrind`).
+    if let Some((n, mounts)) = std::env::var("AKV_BENCH_ONLY")
+        .ok()
+        .and_then(|v| v.split_once('x').map(|(a, b)| (a.parse(), b.parse())))
+        .and_then(|(a, b)| Some((a.ok()?, b.ok()?)))
+    {
+        let req = mount_request(&params(&cloud, n), &sp());
+        let cpu_before = cpu_seconds(pid);
+        for _ in 0..mounts {
+            client.mount(req.clone()).await.expect("mount");
+        }
+        let cpu = (cpu_seconds(pid) - cpu_before) / f64::from(mounts);
+        println!("{mounts} Mounts of {n} objects at 0 ms: {:.2} ms CPU each", cpu * 1000.0);
+        return;
+    }
+    // CPU is read in clock ticks (10 ms): the 0 ms rows make enough Mounts for a figure to 0.02 ms.
+    let mounts_at = |latency: u64| if latency == 0 { 500 } else { 50 };
+    println!(
+        "\nMount latency (sequential, after a warm-up: {} Mounts a row at 0 ms, {} at 20 ms):",
+        mounts_at(0),
+        mounts_at(20)
+    );
     println!(
         "{:>8} {:>10} {:>9} {:>9} {:>9}",
         "objects", "kv latency", "p50 ms", "p99 ms", "cpu ms"
@@ -134,13 +167,14 @@ async fn main() {
             let req = mount_request(&params(&cloud, n), &sp());
             let cpu_before = cpu_seconds(pid);
             let mut samples = Vec::new();
-            for _ in 0..50 {
+            let mounts = mounts_at(latency);
+            for _ in 0..mounts {
                 let started = Instant::now();
                 let resp = client.mount(req.clone()).await.expect("mount").into_inner();
                 samples.push(started.elapsed());
                 assert_eq!(resp.files.len(), n);
             }
-            let cpu = (cpu_seconds(pid) - cpu_before) / 50.0;
+            let cpu = (cpu_seconds(pid) - cpu_before) / f64::from(mounts);
             samples.sort();
             let p50 = percentile(&samples, 0.5);
             if latency == 20 && n == 1 {

@@ -1816,41 +1816,53 @@ fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<S
     let challenge = format!(
         r#"Bearer authorization="https://{AUTHORITY_HOST}:{port}/{tenant}", resource="{VAULT_RESOURCE}""#
     );
-    let unauthorized = |message: &str| {
-        kv_error(401, "Unauthorized", message, None).header("WWW-Authenticate", &challenge)
+    let unauthorized = |fixture: &str, vars: &[(&str, &str)]| {
+        kv_fixture(401, fixture, vars).header("WWW-Authenticate", &challenge)
     };
 
     let presented = req
         .header(AUTHORIZATION.as_str())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let Some(token) = presented
-        .and_then(|t| st.tokens.get(t))
-        .filter(|t| t.expires_at > SystemTime::now())
-        .cloned()
-    else {
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    let Some(presented) = presented else {
+        return (None, unauthorized("unauthorized-missing-token", &[]));
+    };
+    let Some(token) = st.tokens.get(presented).cloned() else {
+        // Key Vault names the JWT header it found no signing key for; the fake's tokens are
+        // opaque, so a made-up one has no header to name (never echo a whole token).
+        let header = presented.split_once('.').map_or("", |(h, _)| h);
         return (
             None,
-            kv_fixture(401, "unauthorized-missing-token", &[])
-                .header("WWW-Authenticate", &challenge),
+            unauthorized("unauthorized-unknown-signing-key", &[("jwt_header", header)]),
         );
     };
+    if token.expires_at <= SystemTime::now() {
+        return (None, unauthorized("unauthorized-token-expired", &[]));
+    }
     let principal = token.principal;
     if token.resource != VAULT_RESOURCE {
-        let message = format!(
-            "AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, found: {}.",
-            token.resource
+        return (
+            Some(principal),
+            unauthorized(
+                "unauthorized-wrong-audience",
+                &[("expected", VAULT_RESOURCE), ("found", &token.resource)],
+            ),
         );
-        return (Some(principal), unauthorized(&message));
     }
     if let Some(issuer) = token.tenant.as_deref()
         && issuer != tenant
     {
-        let message = format!(
-            "AKV10032: Invalid issuer. Expected one of https://{AUTHORITY_HOST}:{port}/{tenant}/, found https://{AUTHORITY_HOST}:{port}/{issuer}/."
+        let expected = format!("https://{AUTHORITY_HOST}:{port}/{tenant}/");
+        let found = format!("https://{AUTHORITY_HOST}:{port}/{issuer}/");
+        return (
+            Some(principal),
+            unauthorized(
+                "unauthorized-wrong-issuer",
+                &[("expected", &expected), ("found", &found)],
+            ),
         );
-        return (Some(principal), unauthorized(&message));
     }
 
     let query = query_map(&req.query);

@@ -169,6 +169,16 @@ type Principal struct {
 	ClientID string
 }
 
+// ErrTokenExpired is an access token past its exp.
+var ErrTokenExpired = errors.New("token expired")
+
+// AudienceError is an access token for another resource.
+type AudienceError struct{ Found, Want string }
+
+func (e *AudienceError) Error() string {
+	return fmt.Sprintf("audience %s is not %s", e.Found, e.Want)
+}
+
 // VerifyAccessToken checks an access token presented to a resource (signature, expiry, audience).
 func (t *TokenService) VerifyAccessToken(token, resource string) (Principal, error) {
 	tok, err := jwt.Parse(token)
@@ -179,10 +189,10 @@ func (t *TokenService) VerifyAccessToken(token, resource string) (Principal, err
 		return Principal{}, fmt.Errorf("signature: %w", err)
 	}
 	if exp, ok := tok.Number("exp"); !ok || time.Now().Unix() >= exp {
-		return Principal{}, errors.New("token expired")
+		return Principal{}, ErrTokenExpired
 	}
 	if !slices.Contains(tok.Audiences(), strings.TrimRight(resource, "/")) {
-		return Principal{}, fmt.Errorf("audience %v is not %s", tok.Audiences(), resource)
+		return Principal{}, &AudienceError{Found: strings.Join(tok.Audiences(), ","), Want: resource}
 	}
 	return Principal{Tenant: tok.String("tid"), ClientID: tok.String("appid")}, nil
 }

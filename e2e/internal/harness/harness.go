@@ -134,6 +134,13 @@ func Start(opts Options) (env *Env, err error) {
 		Authority: e.Tokens.Authority,
 		Verify: func(token, resource string) (string, string, error) {
 			p, err := e.Tokens.VerifyAccessToken(token, resource)
+			var audience *entra.AudienceError
+			switch {
+			case errors.Is(err, entra.ErrTokenExpired):
+				err = &kvemu.TokenError{Reason: kvemu.TokenExpired}
+			case errors.As(err, &audience):
+				err = &kvemu.TokenError{Reason: kvemu.TokenWrongAudience, Found: audience.Found}
+			}
 			return p.Tenant, p.ClientID, err
 		},
 	})

@@ -22,10 +22,17 @@ var notModelled = []string{"certificate-disabled", "forbidden-by-access-policy",
 func TestEveryKeyVaultErrorIsAFixture(t *testing.T) {
 	kv := New(Options{DNSSuffix: "vault.test", Resource: "https://vault.test", Authority: "https://login.test",
 		Verify: func(token, resource string) (string, string, error) {
-			if token != "good" {
-				return "", "", errors.New("bad token")
+			switch token {
+			case "good":
+				return "t1", "app", nil
+			case "stranger":
+				return "t2", "app", nil
+			case "expired":
+				return "", "", &TokenError{Reason: TokenExpired}
+			case "management":
+				return "", "", &TokenError{Reason: TokenWrongAudience, Found: "https://management.test"}
 			}
-			return "t1", "app", nil
+			return "", "", errors.New("bad token")
 		}})
 	kv.AddVault("kv1", "t1")
 	srv := httptest.NewServer(kv)
@@ -77,6 +84,11 @@ func TestEveryKeyVaultErrorIsAFixture(t *testing.T) {
 		token        string
 	}{
 		{"unauthorized-missing-token", nil, 401, "GET", "/secrets/on" + api, ""},
+		{"unauthorized-unknown-signing-key", map[string]string{"jwt_header": "eyJhbGciOiJSUzI1NiJ9"}, 401, "GET", "/secrets/on" + api, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"},
+		{"unauthorized-unknown-signing-key", map[string]string{"jwt_header": ""}, 401, "GET", "/secrets/on" + api, "made-up"},
+		{"unauthorized-token-expired", nil, 401, "GET", "/secrets/on" + api, "expired"},
+		{"unauthorized-wrong-audience", map[string]string{"expected": "https://vault.test", "found": "https://management.test"}, 401, "GET", "/secrets/on" + api, "management"},
+		{"unauthorized-wrong-issuer", map[string]string{"expected": "https://login.test/t1/", "found": "https://login.test/t2/"}, 401, "GET", "/secrets/on" + api, "stranger"},
 		{"api-version-missing", nil, 400, "GET", "/secrets/on", "good"},
 		{"api-version-unsupported", map[string]string{"api_version": "1999-01-01", "latest": "2025-07-01"}, 400, "GET", "/secrets/on?api-version=1999-01-01", "good"},
 		{"secret-not-found", map[string]string{"name": "nope"}, 404, "GET", "/secrets/nope" + api, "good"},

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,7 +24,24 @@ import (
 )
 
 // Verifier checks an access token presented for resource and returns who it was issued to.
+// A *TokenError says why a token was refused in Key Vault's terms; any other error is a token
+// whose signature cannot be checked (Key Vault's AKV10046).
 type Verifier func(token, resource string) (tenant, clientID string, err error)
+
+// Reasons of a TokenError: each is one of Key Vault's 401 answers.
+const (
+	TokenExpired       = "expired"        // [TokenExpired]
+	TokenWrongAudience = "wrong-audience" // AKV10022
+)
+
+// TokenError is a refused token: Reason (TokenExpired, TokenWrongAudience) and, for a wrong
+// audience, the audience Found.
+type TokenError struct {
+	Reason string
+	Found  string
+}
+
+func (e *TokenError) Error() string { return "token refused: " + e.Reason + " " + e.Found }
 
 // Options configure the emulator.
 type Options struct {
@@ -230,12 +248,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tenant, clientID, err := s.opts.Verify(token, s.opts.Resource)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", challenge)
-		c.fail(401, "Unauthorized", "AKV10022: Invalid access token: "+err.Error(), "")
+		var refused *TokenError
+		switch {
+		case errors.As(err, &refused) && refused.Reason == TokenExpired:
+			c.fixture(401, "unauthorized-token-expired", nil)
+		case errors.As(err, &refused) && refused.Reason == TokenWrongAudience:
+			c.fixture(401, "unauthorized-wrong-audience", map[string]string{"expected": s.opts.Resource, "found": refused.Found})
+		default:
+			// Key Vault names the JWT header whose signing key it could not find.
+			header, _, _ := strings.Cut(token, ".")
+			if !strings.Contains(token, ".") {
+				header = ""
+			}
+			c.fixture(401, "unauthorized-unknown-signing-key", map[string]string{"jwt_header": header})
+		}
 		return
 	}
 	if tenant != v.tenant {
 		w.Header().Set("WWW-Authenticate", challenge)
-		c.fail(401, "Unauthorized", fmt.Sprintf("AKV10032: Invalid issuer. Expected one of %s/%s/v2.0, found tenant %s.", s.opts.Authority, v.tenant, tenant), "")
+		c.fixture(401, "unauthorized-wrong-issuer", map[string]string{
+			"expected": s.opts.Authority + "/" + v.tenant + "/", "found": s.opts.Authority + "/" + tenant + "/"})
 		return
 	}
 	c.clientID = clientID
