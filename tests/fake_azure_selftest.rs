@@ -1101,7 +1101,10 @@ async fn every_keyvault_error_is_a_fixture() {
     let wrong_audience = fake.issue_token(CLIENT, Some(TENANT), "https://management.test");
     check(
         "unauthorized-wrong-audience",
-        &[("expected", VAULT_RESOURCE), ("found", "https://management.test")],
+        &[
+            ("expected", VAULT_RESOURCE),
+            ("found", "https://management.test"),
+        ],
         401,
         text(kv_get(&http, &fake, on, &wrong_audience).await).await,
     );

@@ -143,7 +143,10 @@ async fn main() {
             client.mount(req.clone()).await.expect("mount");
         }
         let cpu = (cpu_seconds(pid) - cpu_before) / f64::from(mounts);
-        println!("{mounts} Mounts of {n} objects at 0 ms: {:.2} ms CPU each", cpu * 1000.0);
+        println!(
+            "{mounts} Mounts of {n} objects at 0 ms: {:.2} ms CPU each",
+            cpu * 1000.0
+        );
         return;
     }
     // CPU is read in clock ticks (10 ms): the 0 ms rows make enough Mounts for a figure to 0.02 ms.

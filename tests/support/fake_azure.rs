@@ -1835,7 +1835,10 @@ fn vault_request(st: &mut State, port: u16, vault: &str, req: &Req) -> (Option<S
         let header = presented.split_once('.').map_or("", |(h, _)| h);
         return (
             None,
-            unauthorized("unauthorized-unknown-signing-key", &[("jwt_header", header)]),
+            unauthorized(
+                "unauthorized-unknown-signing-key",
+                &[("jwt_header", header)],
+            ),
         );
     };
     if token.expires_at <= SystemTime::now() {
