@@ -11,6 +11,9 @@ Checks:
     for those versions (Prometheus Operator objects against .ci/chart/monitoring-coreos-com-v1.json);
   - the DaemonSet passes exactly the flags the values ask for, each one a flag of the binary
     (read from provider/src/cli.rs), and stays hardened;
+  - token review: the service-account token is mounted only when tokenReview.enabled, no volume
+    of ours takes its path then, and the chart grants create on tokenreviews (and nothing else)
+    exactly when it is enabled and rbac.install;
   - with default values it passes exactly DEFAULT_ARGS, and each of them (but --endpoint) is the
     binary's own default;
   - values.schema.json bounds each integer flag exactly as clap does (value_parser range, else
@@ -52,7 +55,8 @@ KUBE_VERSIONS = ("1.29.0", "1.37.0")
 RELEASE = "akv-csi-provider"
 NAMESPACE = "kube-system"
 # Order of kinds in the plain manifests (the order Helm installs them in).
-KIND_ORDER = ["ServiceAccount", "ConfigMap", "Service", "DaemonSet", "ServiceMonitor", "PodMonitor"]
+KIND_ORDER = ["ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Service", "DaemonSet",
+              "ServiceMonitor", "PodMonitor"]
 # The DaemonSet's arguments with default values. Every one but --endpoint must also be the
 # binary's default (checked against cli.rs), so the chart changes nothing unless asked to.
 DEFAULT_ARGS = {
@@ -78,6 +82,8 @@ DEFAULT_ARGS = {
     "max-call-recv-msg-size": "4194304",
     "mount-timeout": "60s",
     "drain-timeout": "20s",
+    "token-review": "auto",
+    "token-review-cache-ttl": "1m",
 }
 # Flags of the binary that no chart key sets, and why (linux.extraArgs can still pass them).
 CHART_OMITS = {
@@ -89,7 +95,12 @@ CHART_OMITS = {
     "imds-endpoint": "fixed Azure address; tests and special hosts use linux.extraArgs",
     "pod-identity-endpoint": "the NMI's fixed node address; special hosts use linux.extraArgs",
     "resolve": "repeatable HOST=IP pairs: linux.extraArgs",
+    "kubeconfig": "in the cluster the provider uses its pod's service-account token (tokenReview.enabled); "
+                  "a kubeconfig file needs linux.volumes and linux.extraArgs",
 }
+# The only permission the chart grants (tokenReview.enabled with rbac.install).
+TOKEN_REVIEW_RULES = [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}]
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Integer flags whose schema range is deliberately narrower than what clap accepts.
 SCHEMA_NARROWER = {
     "v": "klog levels above 10 mean nothing",
@@ -277,6 +288,8 @@ def binary_flags() -> dict[str, dict[str, Any]]:
             for factor in number.group(1).replace("_", "").split("*"):
                 product *= int(factor)
             default = str(product)
+        elif variant := re.search(r"\bdefault_value_t\s*=\s*[A-Z]\w*::([A-Z]\w*)", attrs):
+            default = re.sub(r"(?<!^)(?=[A-Z])", "-", variant.group(1)).lower()
         bounds = None
         if rust_type.strip() in INT_BOUNDS:
             bounds = INT_BOUNDS[rust_type.strip()]
@@ -341,6 +354,12 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
         "mount-timeout": values["mountTimeout"],
         "drain-timeout": values["drainTimeout"],
     }
+    review = values["tokenReview"]
+    if review["enabled"]:
+        expected["token-review"] = "auto"
+        expected["token-review-cache-ttl"] = review["cacheTTL"]
+    else:
+        expected["token-review"] = "off"
     if linux["customUserAgent"]:
         expected["custom-user-agent"] = linux["customUserAgent"]
     if values["caBundle"]["configMapName"]:
@@ -350,7 +369,7 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
         expected["token-proxy-url"] = binding["tokenProxyURL"]
     if binding["sniName"]:
         expected["sni-name"] = binding["sniName"]
-    from_keys = set(expected) | {"token-proxy-url", "sni-name"}
+    from_keys = set(expected) | {"token-proxy-url", "sni-name", "token-review-cache-ttl"}
     for extra in linux["extraArgs"]:
         name, _, value = extra.lstrip("-").partition("=")
         expected[name] = value
@@ -373,7 +392,8 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
         require(security.get("allowPrivilegeEscalation") is False and "privileged" not in security,
                 "no privilege escalation")
     require(pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, "seccomp RuntimeDefault")
-    require(pod["automountServiceAccountToken"] is False, "no service account token")
+    require(pod["automountServiceAccountToken"] is review["enabled"],
+            "the service-account token is mounted exactly when tokenReview.enabled (the in-cluster config of the review)")
     require(pod["hostNetwork"] is linux["hostNetwork"], "hostNetwork")
     want_dns = linux["dnsPolicy"] or ("ClusterFirstWithHostNet" if linux["hostNetwork"] else None)
     require(pod.get("dnsPolicy") == want_dns,
@@ -388,8 +408,14 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
     require(volumes["providers-dir"]["hostPath"]["path"] == linux["providersDir"],
             "the socket directory is linux.providersDir on the node")
     require(container["resources"] == linux["resources"], "resources as given")
-    if binding["mountClusterCA"]:
-        require(mounts.get("cluster-ca") == "/var/run/secrets/kubernetes.io/serviceaccount",
+    if review["enabled"]:
+        # The ServiceAccount admission plugin leaves a container that already mounts this path
+        # without its token, and the service-account volume holds ca.crt there anyway.
+        taken = sorted(name for name, path in mounts.items() if path.rstrip("/") == SERVICE_ACCOUNT_DIR)
+        require(not taken, f"with tokenReview.enabled no volume of ours may be mounted at {SERVICE_ACCOUNT_DIR}: {taken}")
+        require("cluster-ca" not in volumes, "no kube-root-ca.crt volume with tokenReview.enabled")
+    elif binding["mountClusterCA"]:
+        require(mounts.get("cluster-ca") == SERVICE_ACCOUNT_DIR,
                 "the cluster CA at the path the binary reads by default")
         require(volumes["cluster-ca"]["configMap"] == {"name": "kube-root-ca.crt", "optional": True,
                                                        "items": [{"key": "ca.crt", "path": "ca.crt"}]},
@@ -397,6 +423,32 @@ def check_daemonset(objects: list[tuple[str, dict[str, Any]]], values: dict[str,
     else:
         require("cluster-ca" not in mounts, "no cluster CA mounted when mountClusterCA is false")
     return from_keys
+
+
+def check_token_review_rbac(objects: list[tuple[str, dict[str, Any]]], values: dict[str, Any]) -> None:
+    """A ClusterRole with TOKEN_REVIEW_RULES bound to the provider's ServiceAccount, exactly when
+    the pods run with tokenReview.enabled and rbac.install; no other RBAC object ever."""
+    rbac = [o for _, o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
+    want = values["linux"]["enabled"] and values["tokenReview"]["enabled"] and values["rbac"]["install"]
+    if not want:
+        require(not rbac, f"no RBAC objects without tokenReview.enabled and rbac.install, got "
+                          f"{[(o['kind'], o['metadata']['name']) for o in rbac]}")
+        return
+    require(sorted(o["kind"] for o in rbac) == ["ClusterRole", "ClusterRoleBinding"],
+            f"want one ClusterRole and one ClusterRoleBinding, got {[o['kind'] for o in rbac]}")
+    (role,) = [o for o in rbac if o["kind"] == "ClusterRole"]
+    (binding,) = [o for o in rbac if o["kind"] == "ClusterRoleBinding"]
+    (daemonset,) = [o for _, o in objects if o["kind"] == "DaemonSet"]
+    name = f"{daemonset['metadata']['name']}-{NAMESPACE}-token-review"
+    for obj in (role, binding):
+        require(obj["metadata"]["name"] == name, f"{obj['kind']} {obj['metadata']['name']}, want {name}")
+    require("aggregationRule" not in role, "the ClusterRole is not aggregated")
+    require(role["rules"] == TOKEN_REVIEW_RULES, f"ClusterRole rules {role['rules']}, want only {TOKEN_REVIEW_RULES}")
+    require(binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            f"roleRef {binding['roleRef']}")
+    account = daemonset["spec"]["template"]["spec"]["serviceAccountName"]
+    require(binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}],
+            f"subjects {binding['subjects']}, want only the pods' ServiceAccount {NAMESPACE}/{account}")
 
 
 def daemonset_args(objects: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
@@ -430,7 +482,8 @@ def schema_flag_properties() -> dict[str, tuple[str, dict[str, Any]]]:
 
     out = {}
     for prefix, props in (("", schema["properties"]), ("linux.", schema["properties"]["linux"]["properties"]),
-                          ("identityBinding.", schema["properties"]["identityBinding"]["properties"])):
+                          ("identityBinding.", schema["properties"]["identityBinding"]["properties"]),
+                          ("tokenReview.", schema["properties"]["tokenReview"]["properties"])):
         for key, prop in props.items():
             match = re.match(r"--?([a-z][-a-z]*)", prop.get("description", ""))
             if match:
@@ -506,7 +559,9 @@ def main() -> int:
             objects = objects_of(render(values))
             for path, obj in objects:
                 validate_object(obj, f"{label}: {path}")
-            set_by_chart.update(check_daemonset(objects, merged_values(values), flags))
+            merged = merged_values(values)
+            set_by_chart.update(check_daemonset(objects, merged, flags))
+            check_token_review_rbac(objects, merged)
             if values is None:
                 check_default_args(objects, flags)
         results.check(f"render + kubernetes-validate --strict + flags/hardening, {label}", render_and_validate)

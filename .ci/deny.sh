@@ -11,6 +11,9 @@ if ! "$deny" --version 2>/dev/null | grep -qx "cargo-deny $version"; then
   echo "deny: building cargo-deny $version into .cache/tools (first run only)"
   cargo install --locked --quiet --root .cache/tools cargo-deny --version "$version" --no-default-features
 fi
+# cargo-deny reads the metadata of every target's dependencies (Windows and wasm ones too),
+# which a build on this machine never downloads: fetch them first (the crate registry only).
+cargo fetch --locked --quiet
 "$deny" --offline check bans licenses sources
 
 fail=0

@@ -193,10 +193,17 @@ func TestIdentityBindingUntrustedClusterCA(t *testing.T) {
 			t.Errorf("restoring the cluster CA file: %v", err)
 		}
 	})
-	ns, sa := stack.BindingNamespace, stack.BindingServiceAccount
+	// An identity of its own: with TokenReview, the access token an earlier pod of the binding
+	// service account got is shared with every pod of it, and no proxy connection is needed.
+	const untrustedClientID = "77777777-8888-4999-aaaa-cccccccccccc"
+	ns, sa := stack.BindingNamespace, "checkout-canary"
+	st.Azure.Tokens.AddApp(entra.App{Tenant: harness.Tenant, ClientID: untrustedClientID, Federated: []entra.FederatedCredential{{
+		Issuer: st.CP.URL, Subject: entra.Subject(ns, sa), Audiences: []string{entra.IdentityBindingAudience},
+	}}})
 	ensureNamespace(t, ns, sa)
 	setSecret(t, "bound-untrusted", randomValue("bound-untrusted"))
-	bindingSPC(t, "spc-bound-untrusted", "bound-untrusted")
+	createSPC(t, ns, "spc-bound-untrusted", spcParams(harness.Objects(harness.Object("objectName", "bound-untrusted", "objectType", "secret")),
+		map[string]string{"clientID": untrustedClientID, "useAzureTokenProxy": "true"}), nil)
 	hs, outs := len(st.TokenProxy.Handshakes()), len(st.Azure.Tokens.Outcomes())
 	reqs := len(st.TokenProxy.Requests())
 	pod := createPod(t, podSpec{namespace: ns, name: "checkout-untrusted", serviceAccount: sa, spc: "spc-bound-untrusted"})
@@ -234,6 +241,11 @@ func TestIdentityBindingUntrustedClusterCA(t *testing.T) {
 	}
 	if n := len(bindingOutcomesSince(outs)); n != 0 {
 		t.Errorf("Entra saw %d token request(s) of the binding identity", n)
+	}
+	for _, o := range st.Azure.Tokens.Outcomes()[outs:] {
+		if o.ClientID == untrustedClientID {
+			t.Errorf("Entra saw a token request of %s: %+v", untrustedClientID, o)
+		}
 	}
 	assertNothingMounted(t, pod, "spc-bound-untrusted")
 }

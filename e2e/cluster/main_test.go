@@ -94,17 +94,24 @@ func run(m *testing.M) int {
 // providerLeaks scans the provider's log for the secrets the scenarios handled: stored values,
 // the service principal's secret, and every token the API server or Entra issued. It returns a
 // description of what leaked, or "".
+// Every provider process of the run is scanned: provider.log, and the providers the TokenReview
+// scenarios start (provider-*.log).
 func providerLeaks() string {
-	logs, err := os.ReadFile(filepath.Join(st.Dir, "provider.log"))
-	if err != nil {
-		return "reading provider.log: " + err.Error()
-	}
+	files, _ := filepath.Glob(filepath.Join(st.Dir, "provider-*.log"))
+	files = append([]string{filepath.Join(st.Dir, "provider.log")}, files...)
 	secrets := append([]string{harness.SPClientSecret}, st.Azure.Tokens.Issued()...)
 	secrets = append(secrets, issuedTokens()...)
+	secrets = append(secrets, reviewTokens()...)
 	secrets = append(secrets, storedValues...)
-	for _, s := range secrets {
-		if len(s) >= 8 && strings.Contains(string(logs), s) {
-			return fmt.Sprintf("a secret value, client secret or token (%d characters) appears in provider.log", len(s))
+	for _, f := range files {
+		logs, err := os.ReadFile(f)
+		if err != nil {
+			return "reading " + filepath.Base(f) + ": " + err.Error()
+		}
+		for _, s := range secrets {
+			if len(s) >= 8 && strings.Contains(string(logs), s) {
+				return fmt.Sprintf("a secret value, client secret or token (%d characters) appears in %s", len(s), filepath.Base(f))
+			}
 		}
 	}
 	return ""

@@ -261,4 +261,9 @@ async fn main() {
         ms(percentile(&lat, 0.99)),
         peak as f64 / 1024.0
     );
+    println!(
+        "RSS after them: {:.1} MiB anonymous, {:.1} MiB of files",
+        mib(proc_field(pid, "status", "RssAnon:")),
+        mib(proc_field(pid, "status", "RssFile:"))
+    );
 }

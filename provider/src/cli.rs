@@ -129,6 +129,22 @@ pub struct Config {
     #[arg(long, default_value = "5s", value_parser = duration_arg)]
     pub listing_window: Duration,
 
+    /// Review workload-identity and identity-binding service-account tokens with the Kubernetes
+    /// TokenReview API, so that the pods of one service account share one Entra token and the
+    /// read caches: auto (when --kubeconfig is given or the pod has its in-cluster service
+    /// account; falls back to per-token identities without RBAC) or off.
+    #[arg(long, value_enum, default_value_t = TokenReview::Auto)]
+    pub token_review: TokenReview,
+
+    /// kubeconfig file for the TokenReview API (default: the pod's in-cluster service account).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How long a TokenReview result is reused for the same token (Go duration; 0 = review on
+    /// every Mount); never beyond the token's expiry.
+    #[arg(long, default_value = "1m", value_parser = duration_arg)]
+    pub token_review_cache_ttl: Duration,
+
     /// Most MiB of secret values kept in the caches.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cache_max_mib: u32,
@@ -146,6 +162,15 @@ pub struct Config {
     /// both together.
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_call_recv_msg_size: u32,
+}
+
+/// `--token-review`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenReview {
+    /// Review when a Kubernetes API configuration is found.
+    Auto,
+    /// Never review: every service-account token is its own identity.
+    Off,
 }
 
 /// How the provider and the agent reach Azure (Key Vault and the token services): flags shared

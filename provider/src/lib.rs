@@ -25,6 +25,7 @@ pub mod hardening;
 pub mod keyvault;
 pub mod metrics;
 pub mod mount;
+pub mod review;
 pub mod sensitive;
 pub mod server;
 pub mod shutdown;

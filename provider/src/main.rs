@@ -105,6 +105,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
         &metrics,
     )?;
+    let mounter = match wiring::token_reviewer(
+        config.token_review,
+        config.kubeconfig.as_deref(),
+        config.token_review_cache_ttl,
+        &metrics,
+    )
+    .await?
+    {
+        Some(reviewer) => mounter.with_reviewer(reviewer),
+        None => mounter,
+    };
     let service = ProviderService::new(
         Arc::new(mounter),
         default_cloud,

@@ -76,6 +76,15 @@ pub struct TokenLabels {
     pub outcome: String,
 }
 
+/// Labels of the identity-sharing decision of a Mount.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SharingLabels {
+    /// Identity mode, e.g. `workload_identity`.
+    pub mode: String,
+    /// `shared`, `per_token` or `refused`.
+    pub result: String,
+}
+
 /// Labels of cache lookups.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
@@ -154,6 +163,9 @@ pub struct Metrics {
     retry_after_seconds: Family<VaultLabels, Counter<f64>>,
     token_requests: Family<TokenLabels, Counter>,
     cache_lookups: Family<CacheLabels, Counter>,
+    token_reviews: Family<TokenLabels, Counter>,
+    identity_sharing: Family<SharingLabels, Counter>,
+    shared_reads_saved: Counter,
     throttle_wait_seconds: Family<VaultLabels, Counter<f64>>,
     mount_objects: Histogram,
     mount_bytes: Histogram,
@@ -202,6 +214,9 @@ impl Metrics {
         let retry_after_seconds = Family::<VaultLabels, Counter<f64>>::default();
         let token_requests = Family::<TokenLabels, Counter>::default();
         let cache_lookups = Family::<CacheLabels, Counter>::default();
+        let token_reviews = Family::<TokenLabels, Counter>::default();
+        let identity_sharing = Family::<SharingLabels, Counter>::default();
+        let shared_reads_saved = Counter::default();
         let throttle_wait_seconds = Family::<VaultLabels, Counter<f64>>::default();
         let mount_objects =
             Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]);
@@ -265,6 +280,21 @@ impl Metrics {
             cache_lookups.clone(),
         );
         registry.register(
+            "akv_token_reviews",
+            "Kubernetes TokenReview calls by identity mode and outcome (authenticated, unauthenticated, forbidden, unavailable)",
+            token_reviews.clone(),
+        );
+        registry.register(
+            "akv_identity_sharing",
+            "Workload-identity and identity-binding Mounts by how their identity was keyed (shared: by the service account Kubernetes vouched for; per_token: by the token; refused)",
+            identity_sharing.clone(),
+        );
+        registry.register(
+            "akv_shared_identity_reads_saved",
+            "Secret reads of Mounts with a shared (Kubernetes-vouched) identity answered without a Key Vault request of their own (latest window, pinned cache, or another Mount's read in flight)",
+            shared_reads_saved.clone(),
+        );
+        registry.register(
             "akv_throttle_wait_seconds",
             "Seconds the provider waited before retrying a throttled or unavailable vault",
             throttle_wait_seconds.clone(),
@@ -326,6 +356,9 @@ impl Metrics {
             retry_after_seconds,
             token_requests,
             cache_lookups,
+            token_reviews,
+            identity_sharing,
+            shared_reads_saved,
             throttle_wait_seconds,
             mount_objects,
             mount_bytes,
@@ -411,6 +444,31 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Records one TokenReview call.
+    pub fn token_review(&self, mode: &str, outcome: &str) {
+        self.token_reviews
+            .get_or_create(&TokenLabels {
+                mode: mode.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how a Mount's identity was keyed.
+    pub fn identity_sharing(&self, mode: &str, result: &str) {
+        self.identity_sharing
+            .get_or_create(&SharingLabels {
+                mode: mode.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a secret read a shared identity's Mount did not make itself.
+    pub fn shared_read_saved(&self) {
+        self.shared_reads_saved.inc();
     }
 
     /// Records a cache lookup.

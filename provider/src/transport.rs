@@ -319,6 +319,75 @@ pub fn http_cause(err: &azure_core::Error) -> (Option<u16>, bool) {
     (status, connection)
 }
 
+/// Largest token-endpoint error body rewritten by [`readable_token_error`]; a larger one is left
+/// as it is (Entra's are well under 2 KiB).
+const MAX_TOKEN_ERROR_BODY: usize = 64 * 1024;
+
+/// A token-endpoint error answer (`/oauth2/` path, not 2xx) made readable for azure_identity.
+///
+/// azure_identity 1.0 reads `error_description` as a borrowed `&str`, and serde_json cannot
+/// borrow a JSON string that holds an escape. Entra's real refusals all do: `Trace ID:`,
+/// `Correlation ID:` and `Timestamp:` are separated by `\r\n` (e.g. `AADSTS700213: No matching
+/// federated identity record found ...\r\nTrace ID: ...`). The SDK then fails with a parse
+/// error, and a refused client assertion would look like an unavailable token service
+/// (retried, `Unavailable`) instead of the AADSTS refusal it is (`PermissionDenied`). So the
+/// body is read here, and `error_description` written back without characters that need an
+/// escape (line breaks and other control characters become spaces, `"` becomes `'`, `\`
+/// becomes `/`); every other field and every other response is passed through untouched.
+pub(crate) async fn readable_token_error(
+    request_url: &Url,
+    response: AsyncRawResponse,
+) -> azure_core::Result<AsyncRawResponse> {
+    if response.status().is_success() || service_of(request_url).0 != "token" {
+        return Ok(response);
+    }
+    let (status, mut headers, body) = response.deconstruct();
+    let bytes = body.collect().await?;
+    let rewritten = (bytes.len() <= MAX_TOKEN_ERROR_BODY)
+        .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .flatten()
+        .and_then(|mut value| {
+            let description = value.get_mut("error_description")?;
+            let text = description.as_str()?;
+            if !text.chars().any(needs_escape) {
+                return None;
+            }
+            *description = serde_json::Value::String(without_escapes(text));
+            serde_json::to_vec(&value).ok()
+        });
+    Ok(match rewritten {
+        Some(body) => {
+            headers.remove(azure_core::http::headers::CONTENT_LENGTH);
+            AsyncRawResponse::from_bytes(status, headers, body)
+        }
+        None => AsyncRawResponse::from_bytes(status, headers, bytes),
+    })
+}
+
+/// Whether serde_json writes `c` as an escape inside a string.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '"' || c == '\\'
+}
+
+/// `text` with every character that needs a JSON escape replaced; a line break (`\r\n`, `\n`)
+/// becomes one space.
+fn without_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last_was_break = false;
+    for c in text.chars() {
+        let is_break = matches!(c, '\r' | '\n');
+        match c {
+            _ if is_break && last_was_break => {}
+            '"' => out.push('\''),
+            '\\' => out.push('/'),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+        last_was_break = is_break;
+    }
+    out
+}
+
 #[async_trait]
 impl HttpClient for HttpTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
@@ -333,6 +402,10 @@ impl HttpClient for HttpTransport {
         let result = match self.rewrite(request) {
             Some(changed) => self.client.execute_request(&changed).await,
             None => self.client.execute_request(request).await,
+        };
+        let result = match result {
+            Ok(response) => readable_token_error(request.url(), response).await,
+            Err(e) => Err(e),
         };
         if let Some(metrics) = &self.metrics {
             let (service, vault) = service_of(request.url());
@@ -357,6 +430,54 @@ impl HttpClient for HttpTransport {
 mod tests {
     use super::*;
     use azure_core::http::Method;
+
+    #[test]
+    fn token_error_descriptions_lose_their_escapes() {
+        assert_eq!(
+            without_escapes("AADSTS1: a.\r\nTrace ID: x\r\nTimestamp: \"t\" \\ y\tz\n"),
+            "AADSTS1: a. Trace ID: x Timestamp: 't' / y z "
+        );
+    }
+
+    #[tokio::test]
+    async fn token_error_bodies_become_readable_for_the_sdk() {
+        /// What azure_identity 1.0 reads of an error body.
+        #[derive(serde::Deserialize)]
+        struct SdkView<'a> {
+            error_codes: Vec<i32>,
+            error_description: &'a str,
+        }
+        let body = r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found.\r\nTrace ID: 1\r\nCorrelation ID: 2\r\nTimestamp: 3","error_codes":[700213],"trace_id":"1"}"#;
+        assert!(
+            serde_json::from_str::<SdkView<'_>>(body).is_err(),
+            "the SDK's own failure"
+        );
+        let answer = |status: u16| {
+            AsyncRawResponse::from_bytes(
+                azure_core::http::StatusCode::from(status),
+                azure_core::http::headers::Headers::new(),
+                body.as_bytes().to_vec(),
+            )
+        };
+        let token = Url::parse("https://login.test/t/oauth2/v2.0/token").unwrap();
+        let out = readable_token_error(&token, answer(400)).await.unwrap();
+        let bytes = out.into_body().collect().await.unwrap();
+        let view: SdkView<'_> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(view.error_codes, [700_213]);
+        assert_eq!(
+            view.error_description,
+            "AADSTS700213: No matching federated identity record found. Trace ID: 1 Correlation ID: 2 Timestamp: 3"
+        );
+        // Successes and other services pass untouched.
+        let vault = Url::parse("https://kv1.vault.test/secrets/s").unwrap();
+        for (url, status) in [(&token, 200), (&vault, 400)] {
+            let out = readable_token_error(url, answer(status)).await.unwrap();
+            assert_eq!(
+                out.into_body().collect().await.unwrap().as_ref(),
+                body.as_bytes()
+            );
+        }
+    }
 
     #[test]
     fn resolve_overrides() {

@@ -19,6 +19,9 @@ pub enum WiringError {
     /// The HTTP transport or the token proxy could not be set up from the flags.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// `--kubeconfig` cannot be used for the TokenReview API.
+    #[error(transparent)]
+    Review(#[from] crate::review::ConfigError),
     /// `--pod-identity-endpoint` is not a URL.
     #[error("--pod-identity-endpoint \"{0}\" is not a URL")]
     PodIdentityEndpoint(String),
@@ -29,6 +32,7 @@ impl WiringError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Transport(e) => e.kind(),
+            Self::Review(e) => e.kind(),
             Self::PodIdentityEndpoint(_) => "pod_identity_endpoint",
         }
     }
@@ -105,4 +109,45 @@ pub fn mounter(
         },
         metrics.clone(),
     ))
+}
+
+/// The TokenReview step for `--token-review`, `--kubeconfig` and `--token-review-cache-ttl`:
+/// `None` when it is off or no Kubernetes API configuration is found (Mounts then keep
+/// per-token identities). A `--kubeconfig` that cannot be used fails the start; an incomplete
+/// in-cluster configuration only turns the step off, with a warning.
+pub async fn token_reviewer(
+    mode: crate::cli::TokenReview,
+    kubeconfig: Option<&std::path::Path>,
+    cache_ttl: Duration,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<crate::review::TokenReviewer>>, WiringError> {
+    use crate::review::{ApiSource, KubeReviews, ReviewerConfig, TokenReviewer};
+    if mode == crate::cli::TokenReview::Off {
+        tracing::info!("--token-review=off: every service-account token is its own identity");
+        return Ok(None);
+    }
+    let Some(source) = ApiSource::detect(kubeconfig) else {
+        tracing::info!(
+            "no Kubernetes API configuration (no --kubeconfig, no in-cluster service account token): service-account tokens are not reviewed, every token is its own identity"
+        );
+        return Ok(None);
+    };
+    let api = match KubeReviews::connect(&source).await {
+        Ok(api) => api,
+        Err(e) if source == ApiSource::InCluster => {
+            tracing::warn!(error = %e, kind = e.kind(), "service-account tokens are not reviewed, every token is its own identity");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(
+        source = ?source,
+        cache_ttl = ?cache_ttl,
+        "service-account tokens are reviewed with the Kubernetes TokenReview API: pods of one service account share their identity"
+    );
+    Ok(Some(Arc::new(TokenReviewer::new(
+        Arc::new(api),
+        ReviewerConfig { cache_ttl },
+        metrics.clone(),
+    ))))
 }

@@ -466,6 +466,16 @@ impl FakeAzure {
         super::leaks::register(expected_assertion);
     }
 
+    /// No longer accepts `assertion` as a client assertion of any app (an expired token).
+    pub fn remove_federated_assertion(&self, assertion: &str) {
+        let mut st = self.shared.lock();
+        for apps in st.tenants.values_mut() {
+            for app in apps.values_mut() {
+                app.assertions.retain(|a| a != assertion);
+            }
+        }
+    }
+
     /// Assigns a managed identity to the "VM": `None` enables the
     /// system-assigned identity, `Some(id)` adds a user-assigned one.
     /// Returns the identity's client id (the principal to grant access to).

@@ -7,6 +7,8 @@
 
 pub mod env;
 pub mod fake_azure;
+pub mod kube_api;
 pub mod leaks;
 pub mod provider;
+pub mod tls_server;
 pub mod token_proxy;

@@ -199,6 +199,11 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 impl Provider {
+    /// This provider's /metrics text.
+    pub async fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").await.1
+    }
+
     /// The `akv_mounts_in_flight` gauge of this provider's /metrics.
     pub async fn mounts_in_flight(&self) -> u64 {
         let (_, body) = http_get(self.metrics_port, "/metrics").await;

@@ -14,25 +14,20 @@
 //! fake Azure's CA is not. Every connection and forwarded request is recorded.
 
 use super::fake_azure::{AUTHORITY_HOST, FakeAzure};
+use super::tls_server::TlsServer;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_rustls::TlsAcceptor;
 
 /// The API server's in-cluster name.
 pub const API_SERVER_HOST: &str = "kubernetes.default.svc.cluster.local";
@@ -56,8 +51,7 @@ pub struct FakeTokenProxy {
     pub server_name: String,
     dir: tempfile::TempDir,
     seen: Arc<Mutex<Vec<Seen>>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: TlsServer,
 }
 
 struct ByName {
@@ -120,9 +114,6 @@ impl FakeTokenProxy {
             .expect("temp dir");
         std::fs::write(dir.path().join("ca.crt"), ca_pem).expect("write cluster CA");
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let forward = reqwest::Client::builder()
             .tls_certs_only(
@@ -136,55 +127,15 @@ impl FakeTokenProxy {
             .build()
             .expect("forwarding client");
         let authority = format!("https://{AUTHORITY_HOST}:{}", azure.port());
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel::<()>();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
         let state = (seen.clone(), proxy_name.to_owned(), forward, authority);
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).expect("listener");
-                let _ = ready_tx.send(());
-                let accept = async {
-                    loop {
-                        let Ok((tcp, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let acceptor = acceptor.clone();
-                        let state = state.clone();
-                        tokio::spawn(async move {
-                            let Ok(tls) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
-                            let service = hyper::service::service_fn(move |req| {
-                                let state = state.clone();
-                                let sni = sni.clone();
-                                async move { Ok::<_, Infallible>(answer(state, sni, req).await) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(tls), service)
-                                .await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = shutdown_rx => {}
-                    () = accept => {}
-                }
-            });
-        });
-        ready_rx.await.expect("fake token proxy started");
+        let server =
+            TlsServer::start(config, move |sni, req| answer(state.clone(), sni, req)).await;
         Self {
-            port,
+            port: server.port,
             server_name: proxy_name.to_owned(),
             dir,
             seen,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -199,27 +150,9 @@ impl FakeTokenProxy {
     }
 }
 
-impl Drop for FakeTokenProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// The cluster CA (PEM) and the TLS configuration that picks the certificate by server name.
 fn tls(cluster_id: &str, proxy_name: &str) -> (String, ServerConfig) {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "fake cluster CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign CA");
+    let ca = super::tls_server::test_ca("fake cluster CA");
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let resolver = ByName {
         proxy_name: proxy_name.to_owned(),

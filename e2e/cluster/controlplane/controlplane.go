@@ -25,7 +25,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -67,6 +69,9 @@ type ControlPlane struct {
 	CA *x509.CertPool
 	// AdminKubeconfig is a kubeconfig file for system:masters.
 	AdminKubeconfig string
+	// SAKeyFile is the PEM (PKCS#1) of the service account signing key the API server signs
+	// and verifies its tokens with (--service-account-signing-key-file / -key-file).
+	SAKeyFile string
 	// Admin is a client-go config for system:masters; Client its clientset.
 	Admin  *rest.Config
 	Client kubernetes.Interface
@@ -74,6 +79,9 @@ type ControlPlane struct {
 	dir   string
 	procs []*Process
 	ca    *authority
+
+	mu     sync.Mutex
+	tokens []string
 }
 
 // Process is a child process with its log file.
@@ -139,6 +147,7 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, err error) {
 	if err := writePEM(saKeyFile, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)); err != nil {
 		return nil, err
 	}
+	cp.SAKeyFile = saKeyFile
 
 	etcdClient, err := freePort()
 	if err != nil {
@@ -290,14 +299,46 @@ func (cp *ControlPlane) AnonymousHTTPClient() *http.Client {
 // namespace/name (audience: the API server), so a process runs with exactly that service
 // account's RBAC.
 func (cp *ControlPlane) ServiceAccountKubeconfig(ctx context.Context, namespace, name, path string, ttl time.Duration) error {
+	tok, err := cp.ServiceAccountToken(ctx, namespace, name, ttl)
+	if err != nil {
+		return err
+	}
+	return WriteKubeconfig(path, cp.URL, cp.CAFile, map[string]string{"token": tok})
+}
+
+// ServiceAccountToken is a TokenRequest token of namespace/name for the API server's audience.
+func (cp *ControlPlane) ServiceAccountToken(ctx context.Context, namespace, name string, ttl time.Duration) (string, error) {
 	secs := int64(ttl.Seconds())
 	tr, err := cp.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("TokenRequest for service account %s/%s: %w", namespace, name, err)
+		return "", fmt.Errorf("TokenRequest for service account %s/%s: %w", namespace, name, err)
 	}
-	return WriteKubeconfig(path, cp.URL, cp.CAFile, map[string]string{"token": tr.Status.Token})
+	cp.mu.Lock()
+	cp.tokens = append(cp.tokens, tr.Status.Token)
+	cp.mu.Unlock()
+	return tr.Status.Token, nil
+}
+
+// Tokens returns every token ServiceAccountToken issued (to check that none reaches a log).
+func (cp *ControlPlane) Tokens() []string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return slices.Clone(cp.tokens)
+}
+
+// ServiceAccountSigningKey reads the API server's service account signing key (SAKeyFile).
+func (cp *ControlPlane) ServiceAccountSigningKey() (*rsa.PrivateKey, error) {
+	raw, err := os.ReadFile(cp.SAKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, fmt.Errorf("%s holds no PEM block", cp.SAKeyFile)
+	}
+	return x509.ParsePKCS1PrivateKey(block.Bytes)
 }
 
 // WriteKubeconfig writes a one-context kubeconfig with the given user fields.

@@ -12,7 +12,10 @@
 // is run as a host process the way kubelet would start it, with $(VAR) references expanded from
 // the container's environment and every path under a volume mount replaced by the volume's
 // place on this "host", a sandbox folder (hostPath volumes at <sandbox>/<path>, ConfigMap
-// volumes materialised from the API server).
+// volumes materialised from the API server, and, for a pod whose service account token is
+// automounted, the kube-api-access volume: a token of its service account, ca.crt, namespace).
+// Our provider's in-cluster API access (TokenReview) is given to the host process as a
+// kubeconfig of its chart's ServiceAccount (ProviderAPIAccess).
 package stack
 
 import (
@@ -58,7 +61,8 @@ const (
 	// every namespace (the cluster CA); our chart mounts it for identity binding.
 	RootCAConfigMap = "kube-root-ca.crt"
 	// ClusterCAPath is where our chart mounts RootCAConfigMap's ca.crt in the provider's
-	// container (the binary's default --token-proxy-ca-file).
+	// container, or, with token review, where the automounted service account volume holds the
+	// same file (the binary's default --token-proxy-ca-file).
 	ClusterCAPath = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 )
 
@@ -137,8 +141,14 @@ type Stack struct {
 	Provider *controlplane.Process
 	// DriverMetrics and ProviderMetrics are the /metrics URLs.
 	DriverMetrics, ProviderMetrics string
-	// ProviderArgs are the arguments the provider runs with (the DaemonSet's, translated).
+	// ProviderArgs are the arguments the provider runs with (the DaemonSet's, translated, plus
+	// --kubeconfig when the chart asks for TokenReview; see ProviderAPIAccess).
 	ProviderArgs []string
+	// ProviderKubeconfig is the kubeconfig given to the provider for its service account ("" when
+	// the rendered args do not ask for TokenReview or the pod would get no token).
+	ProviderKubeconfig string
+	// ProviderServiceAccount is the DaemonSet's service account (namespace/name).
+	ProviderServiceAccount string
 	// TokenProxy is the identity-binding token proxy stand-in; TokenProxyURL the URL our
 	// chart's identityBinding.tokenProxyURL names it by.
 	TokenProxy    *tokenproxy.Proxy
@@ -427,6 +437,10 @@ func (s *Stack) startProvider(ctx context.Context) error {
 	if s.ProviderArgs, err = s.HostArgs(ctx, ds, c, s.Sandbox); err != nil {
 		return err
 	}
+	s.ProviderServiceAccount = ds.Namespace + "/" + serviceAccountName(ds)
+	if s.ProviderArgs, s.ProviderKubeconfig, err = s.ProviderAPIAccess(ctx, ds, s.ProviderArgs, filepath.Join(s.Dir, "provider.kubeconfig")); err != nil {
+		return err
+	}
 	for _, a := range s.ProviderArgs {
 		if p, ok := strings.CutPrefix(a, "--prometheus-port="); ok {
 			s.ProviderMetrics = "http://127.0.0.1:" + p + "/metrics"
@@ -434,6 +448,43 @@ func (s *Stack) startProvider(ctx context.Context) error {
 	}
 	s.Provider, err = s.StartProviderWith("provider", s.ProviderArgs)
 	return err
+}
+
+// ProviderAPIAccess gives a provider host process what its DaemonSet pod would have to reach the
+// API server. With --token-review=auto the binary uses --kubeconfig if given, else the
+// in-cluster config (the pod's mounted service account token, KUBERNETES_SERVICE_HOST); a host
+// process has no such files, so when the rendered args contain --token-review=auto and kubelet
+// would mount the token (automountServiceAccountToken of the pod spec, else of the
+// ServiceAccount, else true), a TokenRequest token of the DaemonSet's own service account is
+// written into a kubeconfig at path (server: the API server, CA: the cluster CA) and
+// --kubeconfig=path is appended. So the reviews are authorised by exactly the RBAC the chart
+// grants that service account, nothing more. Otherwise args come back unchanged (and the
+// binary, finding no config, reviews nothing). It returns the args and the kubeconfig's path
+// ("" when none was written).
+func (s *Stack) ProviderAPIAccess(ctx context.Context, ds *appsv1.DaemonSet, args []string, path string) ([]string, string, error) {
+	if !slices.Contains(args, "--token-review=auto") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--kubeconfig=") }) {
+		return args, "", nil
+	}
+	automount, err := s.automountsToken(ctx, ds)
+	if err != nil {
+		return nil, "", fmt.Errorf("the chart renders --token-review=auto: %w", err)
+	}
+	if !automount {
+		// No token in the pod: no in-cluster config, so no reviews (the tests say so).
+		return args, "", nil
+	}
+	if err := s.CP.ServiceAccountKubeconfig(ctx, ds.Namespace, serviceAccountName(ds), path, 2*time.Hour); err != nil {
+		return nil, "", fmt.Errorf("the chart renders --token-review=auto: %w", err)
+	}
+	return append(slices.Clone(args), "--kubeconfig="+path), path, nil
+}
+
+// serviceAccountName is the pod's service account as kubelet resolves it.
+func serviceAccountName(ds *appsv1.DaemonSet) string {
+	if sa := ds.Spec.Template.Spec.ServiceAccountName; sa != "" {
+		return sa
+	}
+	return "default"
 }
 
 // StartProviderWith runs our binary with args and waits for its socket. Its environment has
@@ -495,6 +546,22 @@ func (s *Stack) HostArgs(ctx context.Context, ds *appsv1.DaemonSet, c corev1.Con
 	}
 	type mount struct{ container, host string }
 	var mounts []mount
+	// What the ServiceAccount admission plugin adds to a pod whose service account token is
+	// automounted, unless a container already mounts that path: the projected
+	// kube-api-access volume (token, ca.crt, namespace), which kubelet fills.
+	if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return filepath.Clean(m.MountPath) == ServiceAccountDir }) {
+		automount, err := s.automountsToken(ctx, ds)
+		if err != nil {
+			return nil, err
+		}
+		if automount {
+			host, err := s.materialiseServiceAccountVolume(ctx, sandbox, ds)
+			if err != nil {
+				return nil, err
+			}
+			mounts = append(mounts, mount{container: ServiceAccountDir, host: host})
+		}
+	}
 	for _, m := range c.VolumeMounts {
 		i := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
 		if i < 0 {
@@ -553,6 +620,56 @@ func (s *Stack) HostArgs(ctx context.Context, ds *appsv1.DaemonSet, c corev1.Con
 		out = append(out, flag+"="+strings.Join(parts, ","))
 	}
 	return out, nil
+}
+
+// ServiceAccountDir is where kubelet mounts a pod's automounted service account volume.
+const ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// automountsToken reports whether the DaemonSet's pods get their service account token
+// automounted: the pod spec's automountServiceAccountToken, else the ServiceAccount's, else true.
+func (s *Stack) automountsToken(ctx context.Context, ds *appsv1.DaemonSet) (bool, error) {
+	if a := ds.Spec.Template.Spec.AutomountServiceAccountToken; a != nil {
+		return *a, nil
+	}
+	sa := serviceAccountName(ds)
+	obj, err := s.CP.Client.CoreV1().ServiceAccounts(ds.Namespace).Get(ctx, sa, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("the pod's service account %s/%s: %w", ds.Namespace, sa, err)
+	}
+	return obj.AutomountServiceAccountToken == nil || *obj.AutomountServiceAccountToken, nil
+}
+
+// materialiseServiceAccountVolume writes the kube-api-access projected volume kubelet fills for
+// the pod: a TokenRequest token of its service account (audience: the API server), ca.crt from
+// the namespace's kube-root-ca.crt ConfigMap (the cluster CA until the stack creates it) and the
+// namespace.
+func (s *Stack) materialiseServiceAccountVolume(ctx context.Context, sandbox string, ds *appsv1.DaemonSet) (string, error) {
+	dir := filepath.Join(sandbox, "var/lib/kubelet/pods", ds.Namespace+"_"+ds.Name, "volumes/kubernetes.io~projected/kube-api-access")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tok, err := s.CP.ServiceAccountToken(ctx, ds.Namespace, serviceAccountName(ds), time.Hour)
+	if err != nil {
+		return "", fmt.Errorf("the pod's automounted service account token: %w", err)
+	}
+	var ca []byte
+	cm, err := s.CP.Client.CoreV1().ConfigMaps(ds.Namespace).Get(ctx, RootCAConfigMap, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		ca = []byte(cm.Data["ca.crt"])
+	case apierrors.IsNotFound(err):
+		if ca, err = os.ReadFile(s.CP.CAFile); err != nil {
+			return "", err
+		}
+	default:
+		return "", err
+	}
+	for name, data := range map[string][]byte{"token": []byte(tok), "ca.crt": ca, "namespace": []byte(ds.Namespace)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 // materialiseConfigMap writes a ConfigMap volume's items into a folder, as kubelet does.

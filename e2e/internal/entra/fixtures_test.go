@@ -108,7 +108,7 @@ func TestEveryEntraErrorIsAFixture(t *testing.T) {
 		}
 		if c.fixture == "issuer-discovery-failed" {
 			// The cause is the Go HTTP client's own text: take it from the answer.
-			cause, _, _ := strings.Cut(strings.TrimPrefix(got.Description, "AADSTS50166: Request to External OIDC endpoint failed: "), " Trace ID:")
+			cause, _, _ := strings.Cut(strings.TrimPrefix(got.Description, "AADSTS50166: Request to External OIDC endpoint failed: "), "\r\nTrace ID:")
 			vars["cause"] = cause
 		}
 		want, err := fixtures.Render(fixtures.Entra, c.fixture, vars)

@@ -28,6 +28,7 @@ use azure_identity::{
     ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, UserAssignedId,
 };
+use sha2::Digest as _;
 use std::{fmt, sync::Arc};
 use url::Url;
 
@@ -158,7 +159,69 @@ impl fmt::Debug for IdentityKey {
     }
 }
 
+/// The subject Kubernetes vouched for (TokenReview) behind a service-account token.
+///
+/// Every pod of one service account presents a different token, but Entra exchanges each of
+/// them for the same federated credential: keyed by this instead of the token, those pods share
+/// one access token and the read caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VouchedSubject {
+    /// The token's issuer (`iss`), verified by the review.
+    pub issuer: String,
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub subject: String,
+    /// The audience the review confirmed.
+    pub audience: String,
+}
+
 impl Identity {
+    /// The cache key of this identity in `cloud` once Kubernetes vouched for its token: the
+    /// mode, authority, tenant, client id, issuer, subject and audience, without the token.
+    /// `None` for modes without a service-account token.
+    pub fn shared_key(
+        &self,
+        cloud: &CloudEnvironment,
+        vouched: &VouchedSubject,
+    ) -> Option<IdentityKey> {
+        let (Self::WorkloadIdentity {
+            tenant_id,
+            client_id,
+            ..
+        }
+        | Self::IdentityBinding {
+            tenant_id,
+            client_id,
+            ..
+        }) = self
+        else {
+            return None;
+        };
+        let mut h = sha2::Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        // A different first part than any per-token key, so the two kinds never meet.
+        part(b"vouched");
+        part(self.mode().as_bytes());
+        part(cloud.authority_host.as_str().as_bytes());
+        part(tenant_id.as_bytes());
+        part(client_id.as_bytes());
+        part(vouched.issuer.as_bytes());
+        part(vouched.subject.as_bytes());
+        part(vouched.audience.as_bytes());
+        Some(IdentityKey(h.finalize().into()))
+    }
+
+    /// The service-account token and its audience, for the modes that present one.
+    pub fn service_account_token(&self) -> Option<(&SecretString, &'static str)> {
+        match self {
+            Self::WorkloadIdentity { token, .. } => Some((token, WORKLOAD_IDENTITY_AUDIENCE)),
+            Self::IdentityBinding { token, .. } => Some((token, IDENTITY_BINDING_AUDIENCE)),
+            _ => None,
+        }
+    }
+
     /// The cache key of this identity in `cloud`.
     pub fn key(&self, cloud: &CloudEnvironment) -> IdentityKey {
         use sha2::{Digest, Sha256};
@@ -420,7 +483,8 @@ impl CredentialFactory {
         }
     }
 
-    /// A credential for `identity` in `cloud`.
+    /// A credential for `identity` in `cloud`, whose tokens are cached under `key` (the
+    /// identity's own [`Identity::key`], or its [`Identity::shared_key`]).
     ///
     /// Its tokens come from the shared [`TokenCache`]; on a miss a new SDK credential makes the
     /// token request. The SDK's credentials keep their own token caches, which cannot be told
@@ -430,6 +494,7 @@ impl CredentialFactory {
         &self,
         identity: &Identity,
         cloud: &CloudEnvironment,
+        key: &IdentityKey,
     ) -> Result<Arc<dyn TokenCredential>, AuthError> {
         let mode = identity.mode();
         // Built once now so that a bad identity fails here, with its mode.
@@ -449,7 +514,7 @@ impl CredentialFactory {
         });
         Ok(Arc::new(CachedCredential::new(
             metered,
-            identity.key(cloud),
+            key.clone(),
             self.tokens.clone(),
         )))
     }

@@ -358,7 +358,7 @@ impl HttpClient for TokenProxyTransport {
         let mut proxied = request.clone();
         *proxied.url_mut() = url;
         proxied.insert_header(HeaderName::from_static("host"), authority(&self.proxy));
-        route.client.execute_request(&proxied).await.map_err(|e| {
+        let response = route.client.execute_request(&proxied).await.map_err(|e| {
             // One self-contained line: the advice must survive the middle being cut from long
             // details, and rustls' "invalid peer certificate" must not draw the --ca-file hint
             // meant for Key Vault.
@@ -372,7 +372,8 @@ impl HttpClient for TokenProxyTransport {
                     self.ca_file.display()
                 ),
             )
-        })
+        })?;
+        crate::transport::readable_token_error(request.url(), response).await
     }
 }
 

@@ -41,6 +41,7 @@ fn code(error: &MountError) -> Code {
         MountError::Convert(_) => Code::InvalidArgument,
         MountError::Timeout(_) | MountError::ShuttingDown(_) => Code::Unavailable,
         MountError::TooLarge { .. } => Code::ResourceExhausted,
+        MountError::Review(_) => Code::PermissionDenied,
         MountError::TooManyMatches { .. } => Code::FailedPrecondition,
         MountError::NoMatches { .. } => Code::NotFound,
     }

@@ -149,6 +149,7 @@ pub struct CachedVault {
     cache: Arc<ReadCache>,
     vault_url: String,
     identity: IdentityKey,
+    shared: bool,
 }
 
 impl CachedVault {
@@ -167,6 +168,21 @@ impl CachedVault {
             cache,
             vault_url: vault_url.trim_end_matches('/').to_ascii_lowercase(),
             identity,
+            shared: false,
+        }
+    }
+
+    /// `identity` is shared by the pods of a service account (see [`crate::review`]): every read
+    /// answered without a request of its own is counted as saved by the sharing.
+    #[must_use]
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    fn saved(&self) {
+        if self.shared {
+            self.cache.metrics.shared_read_saved();
         }
     }
 }
@@ -188,6 +204,7 @@ impl Vault for CachedVault {
         if let Some((which, store)) = self.cache.store(&key) {
             if let Some(hit) = store.get(&key).await {
                 self.cache.metrics.cache_lookup(which, "hit");
+                self.saved();
                 return Ok(hit);
             }
             self.cache.metrics.cache_lookup(which, "miss");
@@ -238,6 +255,7 @@ impl Vault for CachedVault {
         };
         if joined {
             self.cache.metrics.cache_lookup("read", "coalesced");
+            self.saved();
         }
         let _waiter = Waiter {
             cache: &self.cache,

@@ -94,6 +94,7 @@ impl VaultConnector for SdkConnector {
     ) -> Result<Arc<dyn Vault>, KeyVaultError> {
         let key = (vault_url.to_ascii_lowercase(), identity.clone());
         if let Some(client) = self.clients.get(&key) {
+            client.credential.replace(credential);
             return Ok(client);
         }
         let client = self.open(vault_url, identity, credential)?;
@@ -139,6 +140,8 @@ impl SdkConnector {
             detail: format!("invalid vault URL {vault_url}: {e}"),
             cause: Some(super::SdkCause(Arc::new(e))),
         };
+        let latest = Arc::new(LatestCredential(std::sync::RwLock::new(credential)));
+        let credential: Arc<dyn TokenCredential> = latest.clone();
         let secrets = SecretClient::new(
             vault_url,
             credential.clone(),
@@ -167,6 +170,7 @@ impl SdkConnector {
         )
         .map_err(invalid)?;
         Ok(Arc::new(SdkVault {
+            credential: latest,
             secrets,
             keys,
             certificates,
@@ -177,6 +181,50 @@ impl SdkConnector {
                 Challenge::default(),
             ],
         }))
+    }
+}
+
+/// The credential of a reused client: the one the latest Mount of its identity key brought.
+///
+/// A client is kept per (vault, identity key). When Kubernetes vouched for the pods of a
+/// service account, that key is shared by pods that each bring their own service-account token
+/// (see [`crate::review`]); the token of the pod whose Mount made the client expires, or the pod
+/// goes away, while the client lives on. So every Mount installs its own credential here, and a
+/// token request always presents the freshest token of the identity. For the other identities
+/// the credential installed is equivalent to the one it replaces.
+struct LatestCredential(std::sync::RwLock<Arc<dyn TokenCredential>>);
+
+impl LatestCredential {
+    fn replace(&self, credential: Arc<dyn TokenCredential>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = credential;
+    }
+
+    fn current(&self) -> Arc<dyn TokenCredential> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for LatestCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatestCredential")
+    }
+}
+
+#[async_trait]
+impl TokenCredential for LatestCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let current = self.current();
+        current.get_token(scopes, options).await
     }
 }
 
@@ -255,6 +303,7 @@ impl Challenge {
 
 /// One vault through the SDK's clients.
 pub struct SdkVault {
+    credential: Arc<LatestCredential>,
     secrets: SecretClient,
     keys: KeyClient,
     certificates: CertificateClient,

@@ -2,7 +2,7 @@
 
 use super::{MountError, MountPlan};
 use crate::{
-    auth::CredentialFactory,
+    auth::{CredentialFactory, IdentityKey},
     convert::{self, CertificateFiles, ConvertError, jwk::PublicJwk},
     keyvault::{
         CachedVault, FetchedSecret, KeyVaultError, LimitedVault, ObjectKind, ReadCache,
@@ -10,6 +10,7 @@ use crate::{
         VaultLimits, VersionInfo,
     },
     metrics::Metrics,
+    review::{PodRef, Sharing, TokenReviewer},
     sensitive::SecretBytes,
     spc::{
         KeyVaultObject, MAX_OBJECTS, MAX_SELECTED_SECRETS, ObjectEncoding, ObjectFormat,
@@ -84,6 +85,7 @@ pub struct Mounter {
     metrics: Arc<Metrics>,
     limits: VaultLimits,
     reads: Arc<ReadCache>,
+    reviewer: Option<Arc<TokenReviewer>>,
 }
 
 impl Mounter {
@@ -99,9 +101,48 @@ impl Mounter {
             connector,
             limits: VaultLimits::new(config.max_concurrent_per_vault),
             reads: Arc::new(ReadCache::new(config.cache, metrics.clone())),
+            reviewer: None,
             config,
             metrics,
         }
+    }
+
+    /// Workload-identity and identity-binding Mounts have their service-account token reviewed
+    /// by Kubernetes: vouched for, they share the identity of their service account; refused,
+    /// they fail (see [`crate::review`]).
+    #[must_use]
+    pub fn with_reviewer(mut self, reviewer: Arc<TokenReviewer>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
+    }
+
+    /// The key of the plan's identity: shared by the pods of a service account when Kubernetes
+    /// vouched for the token, else the identity's own (per token).
+    async fn identity_key(&self, plan: &MountPlan) -> Result<(IdentityKey, bool), MountError> {
+        let own = (plan.identity.key(&plan.cloud), false);
+        let (Some(reviewer), Some((token, audience))) =
+            (&self.reviewer, plan.identity.service_account_token())
+        else {
+            return Ok(own);
+        };
+        let pod = PodRef {
+            namespace: &plan.pod.namespace,
+            name: &plan.pod.name,
+            uid: &plan.pod.uid,
+            service_account: &plan.pod.service_account,
+        };
+        Ok(
+            match reviewer
+                .vouch(plan.identity.mode(), token, audience, pod)
+                .await?
+            {
+                Sharing::Shared(vouched) => plan
+                    .identity
+                    .shared_key(&plan.cloud, &vouched)
+                    .map_or(own, |key| (key, true)),
+                Sharing::PerToken(_) => own,
+            },
+        )
     }
 
     /// Fetches and converts every object of `plan`; any failure fails the whole Mount (an
@@ -112,7 +153,8 @@ impl Mounter {
         plan: &MountPlan,
         deadline: Instant,
     ) -> Result<MountOutput, MountError> {
-        let result = self.mount_once(plan, deadline).await;
+        let (key, shared) = self.identity_key(plan).await?;
+        let result = self.mount_once(plan, &key, shared, deadline).await;
         if let Err(MountError::Vault { source, .. }) = &result
             && matches!(
                 source,
@@ -123,7 +165,6 @@ impl Mounter {
         {
             // The SDK credential inside a reused client keeps what the token service answered;
             // after an authentication failure the next Mount must start from scratch.
-            let key = plan.identity.key(&plan.cloud);
             for vault_name in plan.spc.vault_names() {
                 let vault_url = if vault_name == plan.spc.keyvault_name {
                     plan.vault_url.clone()
@@ -139,10 +180,13 @@ impl Mounter {
     async fn mount_once(
         &self,
         plan: &MountPlan,
+        key: &IdentityKey,
+        shared: bool,
         deadline: Instant,
     ) -> Result<MountOutput, MountError> {
-        let credential = self.credentials.credential(&plan.identity, &plan.cloud)?;
-        let key = plan.identity.key(&plan.cloud);
+        let credential = self
+            .credentials
+            .credential(&plan.identity, &plan.cloud, key)?;
         let identity = plan.identity.to_string();
         let vault_error = |source| MountError::Vault {
             source,
@@ -158,7 +202,7 @@ impl Mounter {
             };
             let client = self
                 .connector
-                .connect(&vault_url, &key, credential.clone())
+                .connect(&vault_url, key, credential.clone())
                 .map_err(vault_error)?;
             // Shared by every Mount: the client (one per vault and identity), the per-vault cap
             // and the read cache. This Mount's own: its deadline, carried by the retries on top.
@@ -173,13 +217,16 @@ impl Mounter {
                     self.metrics.clone(),
                 ))
             };
-            let cached = Arc::new(CachedVault::new(
-                limited.clone(),
-                retrying(limited),
-                self.reads.clone(),
-                &vault_url,
-                key.clone(),
-            ));
+            let cached = Arc::new(
+                CachedVault::new(
+                    limited.clone(),
+                    retrying(limited),
+                    self.reads.clone(),
+                    &vault_url,
+                    key.clone(),
+                )
+                .shared(shared),
+            );
             vaults.insert(vault_name.to_ascii_lowercase(), retrying(cached));
         }
         let vault_of = |object: &KeyVaultObject| {

@@ -9,7 +9,7 @@ pub use plan::{MountPlan, plan, plan_from_parts};
 
 use crate::{
     auth::AuthError, cloud::CloudError, convert::ConvertError, keyvault::KeyVaultError,
-    spc::SpcError,
+    review::ReviewRefusal, spc::SpcError,
 };
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub enum MountError {
     /// No usable identity.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// Kubernetes TokenReview refused the service-account token, or it is another pod's.
+    #[error(transparent)]
+    Review(#[from] ReviewRefusal),
     /// Key Vault or the token service failed; `identity` says who we were.
     #[error("{source} (identity: {identity})")]
     Vault {
@@ -144,6 +147,7 @@ impl MountError {
             Self::Spc(e) => e.kind(),
             Self::Cloud(e) => e.kind(),
             Self::Auth(e) => e.kind(),
+            Self::Review(e) => e.kind(),
             Self::Vault { source, .. } => source.kind(),
             Self::Convert(e) => e.kind(),
             Self::Timeout(_) => "timeout",
