@@ -153,7 +153,12 @@ impl ReviewApi for KubeReviews {
             Ok(Err(other)) => return Err(ApiError::Unavailable(crate::text::chain(&other, 300))),
             Ok(Ok(answer)) => answer,
         };
-        let status = answer.status.unwrap_or_default();
+        // The API server echoes the spec, token included.
+        let TokenReview { spec, status, .. } = answer;
+        if let Some(mut echoed) = spec.token {
+            zeroize::Zeroize::zeroize(&mut echoed);
+        }
+        let status = status.unwrap_or_default();
         let user = status.user.unwrap_or_default();
         let mut extra = user.extra.unwrap_or_default();
         let mut first = |key: &str| {
