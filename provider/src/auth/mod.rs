@@ -159,6 +159,17 @@ impl fmt::Debug for IdentityKey {
     }
 }
 
+/// SHA-256 of `parts`, each prefixed with its length, so that no two different lists of parts
+/// (`["ab", "c"]`, `["a", "bc"]`) share a digest: the cache keys of identities and of reviews.
+pub(crate) fn digest_of(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = sha2::Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
 /// The subject Kubernetes vouched for (TokenReview) behind a service-account token.
 ///
 /// Every pod of one service account presents a different token, but Entra exchanges each of
@@ -196,21 +207,17 @@ impl Identity {
         else {
             return None;
         };
-        let mut h = sha2::Sha256::new();
-        let mut part = |bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(bytes);
-        };
         // A different first part than any per-token key, so the two kinds never meet.
-        part(b"vouched");
-        part(self.mode().as_bytes());
-        part(cloud.authority_host.as_str().as_bytes());
-        part(tenant_id.as_bytes());
-        part(client_id.as_bytes());
-        part(vouched.issuer.as_bytes());
-        part(vouched.subject.as_bytes());
-        part(vouched.audience.as_bytes());
-        Some(IdentityKey(h.finalize().into()))
+        Some(IdentityKey(digest_of(&[
+            b"vouched",
+            self.mode().as_bytes(),
+            cloud.authority_host.as_str().as_bytes(),
+            tenant_id.as_bytes(),
+            client_id.as_bytes(),
+            vouched.issuer.as_bytes(),
+            vouched.subject.as_bytes(),
+            vouched.audience.as_bytes(),
+        ])))
     }
 
     /// The service-account token and its audience, for the modes that present one.
@@ -224,15 +231,11 @@ impl Identity {
 
     /// The cache key of this identity in `cloud`.
     pub fn key(&self, cloud: &CloudEnvironment) -> IdentityKey {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        let mut part = |bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(bytes);
-        };
-        part(self.mode().as_bytes());
-        part(cloud.authority_host.as_str().as_bytes());
-        match self {
+        let common = [
+            self.mode().as_bytes(),
+            cloud.authority_host.as_str().as_bytes(),
+        ];
+        let own: Vec<&[u8]> = match self {
             Self::WorkloadIdentity {
                 tenant_id,
                 client_id,
@@ -242,42 +245,34 @@ impl Identity {
                 tenant_id,
                 client_id,
                 token,
-            } => {
-                part(tenant_id.as_bytes());
-                part(client_id.as_bytes());
-                part(token.expose().as_bytes());
-            }
+            } => vec![
+                tenant_id.as_bytes(),
+                client_id.as_bytes(),
+                token.expose().as_bytes(),
+            ],
             Self::ServicePrincipal {
                 tenant_id,
                 client_id,
                 client_secret,
-            } => {
-                part(tenant_id.as_bytes());
-                part(client_id.as_bytes());
-                part(client_secret.expose().as_bytes());
-            }
+            } => vec![
+                tenant_id.as_bytes(),
+                client_id.as_bytes(),
+                client_secret.expose().as_bytes(),
+            ],
             Self::ManagedIdentity {
                 user_assigned_client_id,
-            } => {
-                part(
-                    user_assigned_client_id
-                        .as_deref()
-                        .unwrap_or_default()
-                        .as_bytes(),
-                );
-            }
+            } => vec![
+                user_assigned_client_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ],
             Self::PodIdentity {
                 namespace,
                 pod_name,
-            } => {
-                part(namespace.as_bytes());
-                part(pod_name.as_bytes());
-            }
-        }
-        let digest = h.finalize();
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&digest);
-        IdentityKey(key)
+            } => vec![namespace.as_bytes(), pod_name.as_bytes()],
+        };
+        IdentityKey(digest_of(&[&common[..], &own[..]].concat()))
     }
 
     /// Stable name of the identity mode, for metrics and logs.

@@ -250,7 +250,9 @@ impl TokenReviewer {
         audience: &'static str,
         pod: PodRef<'_>,
     ) -> Result<Sharing, ReviewRefusal> {
-        let status = match self.review(mode, token, audience).await {
+        // Read once: its expiry bounds the cached review, its issuer is part of the shared key.
+        let claims = Claims::of(token.expose());
+        let status = match self.review(mode, token, audience, claims.as_ref()).await {
             Ok(status) => status,
             Err(reason) => return Ok(Sharing::PerToken(reason)),
         };
@@ -309,7 +311,7 @@ impl TokenReviewer {
         if !status.audiences.iter().any(|a| a == audience) {
             return Ok(Sharing::PerToken("audience_not_confirmed"));
         }
-        let Some(claims) = Claims::of(token.expose()) else {
+        let Some(claims) = claims else {
             return Ok(Sharing::PerToken("undecodable_token"));
         };
         Ok(Sharing::Shared(VouchedSubject {
@@ -325,6 +327,7 @@ impl TokenReviewer {
         mode: &'static str,
         token: &SecretString,
         audience: &'static str,
+        claims: Option<&Claims>,
     ) -> Result<ReviewStatus, &'static str> {
         if self.in_backoff() {
             return Err("backoff");
@@ -341,12 +344,14 @@ impl TokenReviewer {
         }
         self.metrics.cache_lookup("token_review", "miss");
         let asked = if self.config.cache_ttl.is_zero() {
-            self.ask(mode, token, audience).await.map(|c| c.status)
+            self.ask(mode, token, audience, claims)
+                .await
+                .map(|c| c.status)
         } else {
             // Concurrent Mounts with one token share one review.
             self.cache
                 .try_get_with(key, async {
-                    self.ask(mode, token, audience).await.map(Arc::new)
+                    self.ask(mode, token, audience, claims).await.map(Arc::new)
                 })
                 .await
                 .map(|c| c.status.clone())
@@ -369,6 +374,7 @@ impl TokenReviewer {
         mode: &'static str,
         token: &SecretString,
         audience: &'static str,
+        claims: Option<&Claims>,
     ) -> Result<Cached, ApiError> {
         let result = self.api.review(token.expose(), audience).await;
         let outcome = match &result {
@@ -380,8 +386,8 @@ impl TokenReviewer {
         let status = result?;
         // A refusal is not reused: the next Mount asks again (kubelet's next token may be fine).
         let ttl = if status.authenticated {
-            Claims::of(token.expose())
-                .and_then(|c| c.remaining())
+            claims
+                .and_then(Claims::remaining)
                 .map_or(self.config.cache_ttl, |left| {
                     left.min(self.config.cache_ttl)
                 })
@@ -429,12 +435,7 @@ impl TokenReviewer {
 
 /// The cache key of a review: a digest of the audience and the token.
 fn digest(token: &SecretString, audience: &str) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update((audience.len() as u64).to_be_bytes());
-    h.update(audience.as_bytes());
-    h.update(token.expose().as_bytes());
-    h.finalize().into()
+    crate::auth::digest_of(&[audience.as_bytes(), token.expose().as_bytes()])
 }
 
 #[cfg(test)]
